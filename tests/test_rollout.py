@@ -1,0 +1,38 @@
+import torch
+
+from verifrl.rollout import completion_mask_from_ids, generate
+from verifrl.update import completion_logprobs
+
+
+def test_mask_keeps_first_eos_and_drops_the_rest():
+    eos = 1
+    ids = torch.tensor([[5, 6, 1, 1, 1], [5, 1, 7, 1, 1], [5, 6, 7, 8, 9]])
+    mask, lengths, truncated = completion_mask_from_ids(ids, {eos})
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+    assert lengths.tolist() == [3, 2, 5]
+    assert truncated.tolist() == [False, False, True]
+
+
+def test_sampler_logprobs_equal_the_policys_own_forward(tiny_model, tiny_tokenizer):
+    torch.manual_seed(0)
+    prompts = ["Question: Compute 3 + 4.\nSolution:\n", "Question: Tom has 5 pens.\nSolution:\n"]
+    batch = generate(tiny_model, tiny_tokenizer, prompts, group_size=3, max_new_tokens=12, temperature=0.7)
+    assert batch.completion_ids.shape[0] == 6
+    assert batch.sampler_logprobs.shape == batch.completion_ids.shape
+    recomputed, _ = completion_logprobs(tiny_model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
+                                        batch.completion_mask, temperature=0.7)
+    mask = batch.completion_mask.bool()
+    assert torch.allclose(batch.sampler_logprobs[mask], recomputed.detach()[mask], atol=1e-4)
+    # prompts of different lengths are left-padded, completions right-padded
+    assert batch.prompt_mask[:, 0].tolist().count(0) > 0
+    assert (batch.sampler_logprobs[~mask] == 0).all()
+
+
+def test_greedy_is_deterministic_and_texts_match_ids(tiny_model, tiny_tokenizer):
+    prompts = ["Question: Compute 3 + 4.\nSolution:\n"]
+    a = generate(tiny_model, tiny_tokenizer, prompts, greedy=True, max_new_tokens=10)
+    b = generate(tiny_model, tiny_tokenizer, prompts, greedy=True, max_new_tokens=10)
+    assert a.texts == b.texts
+    ids = a.completion_ids[0, : a.lengths[0]]
+    assert a.texts[0] == tiny_tokenizer.decode(ids, skip_special_tokens=True)
+    assert a.sampler_logprobs is None

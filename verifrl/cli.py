@@ -1,0 +1,90 @@
+"""Command line: ``verifrl train RECIPE [key=value ...] [--resume]`` and ``verifrl eval RECIPE --checkpoint DIR``.
+
+Configuration errors print one line naming the key or file and exit with status 2, before any
+model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from verifrl.config import ConfigError, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="verifrl", description="RL with verifiable rewards (GRPO).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="run GRPO from a recipe")
+    train.add_argument("recipe", help="YAML recipe, e.g. recipes/tiny-arith.yaml")
+    train.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. trainer.lr=3e-5")
+    train.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    train.add_argument("--run-dir", help="run directory (default: logging.output_dir/<recipe>-<time>)")
+    ev = sub.add_parser("eval", help="evaluate a checkpoint on the recipe's held-out split")
+    ev.add_argument("recipe")
+    ev.add_argument("overrides", nargs="*")
+    ev.add_argument("--checkpoint", required=True,
+                    help="a run directory, a checkpoints/step-N directory, or a saved model directory")
+    ev.add_argument("--pass-k", type=int, default=None, help="also report pass@k (overrides eval.pass_k)")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"verifrl: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _validate_task(cfg) -> None:
+    """Load the dataset and check the prompt template before any model is loaded."""
+    from data.loaders import load_task
+    from verifrl.prompts import template_fields
+    from verifrl.scoring import build_verifiers
+
+    for named in build_verifiers(cfg.reward.verifiers):
+        named.close()
+    task = load_task(cfg.data)
+    missing = [f for f in template_fields(cfg.data.prompt_template) if f not in task.train.column_names]
+    if missing:
+        raise ConfigError(f"data.prompt_template uses column(s) {missing} that the dataset lacks "
+                          f"(it has {task.train.column_names})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from data.loaders import DataError
+    from verifrl.models import ModelLoadError
+
+    try:
+        cfg = load_config(args.recipe, args.overrides)
+        _validate_task(cfg)
+    except (ConfigError, DataError) as err:
+        return _fail(str(err))
+    except ValueError as err:  # unknown verifier names and the like
+        return _fail(str(err))
+    recipe_name = Path(args.recipe).stem
+    try:
+        if args.command == "train":
+            from verifrl.trainer import train
+
+            if args.resume and not args.run_dir and not cfg.logging.run_name:
+                return _fail("--resume needs --run-dir or logging.run_name to find the run")
+            run_dir = Path(args.run_dir) if args.run_dir else None
+            if run_dir is None and cfg.logging.run_name:
+                run_dir = Path(cfg.logging.output_dir) / cfg.logging.run_name
+            train(cfg, recipe_name, resume=args.resume, run_dir=run_dir)
+        else:
+            from verifrl.trainer import evaluate_checkpoint
+
+            if args.pass_k is not None:
+                cfg.eval.pass_k = args.pass_k
+            result = evaluate_checkpoint(cfg, Path(args.checkpoint))
+            print(json.dumps(result))
+    except (ModelLoadError, FileNotFoundError, DataError) as err:
+        return _fail(str(err))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Rollouts: sample G completions per prompt with the policy and record what the update needs.
+
+Place in the data flow: prompts -> **rollouts** -> verifier results -> rewards -> ...
+
+One batched ``model.generate`` call per chunk of prompts x group size (KV cache, left-padded
+prompts, stops at EOS or ``max_new_tokens``, and stops early once every row has ended). The
+per-token log-probabilities of the sampled tokens under the policy at the sampling temperature
+are recorded *during* sampling by a logits processor, so the on-policy "old" log-probs cost no
+second forward pass. They are the policy's own tempered log-probs (``log_softmax(logits / T)``),
+taken before any top-k/top-p truncation, which is what the GRPO ratio compares against.
+
+Masks are built from the position of the first EOS, never from ``token == pad_id`` (pad may
+equal EOS); the EOS itself is part of the completion and is trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass
+class RolloutBatch:
+    """N = num_prompts * group_size completions; row p*G + g is sample g of prompt p."""
+
+    prompt_ids: torch.Tensor  # (N, Lp) left-padded
+    prompt_mask: torch.Tensor  # (N, Lp) 1 on real prompt tokens
+    completion_ids: torch.Tensor  # (N, Lc) right-padded with pad_token_id
+    completion_mask: torch.Tensor  # (N, Lc) 1 up to and including the first EOS
+    sampler_logprobs: torch.Tensor | None  # (N, Lc) log pi_old(token) at the sampling temperature
+    lengths: torch.Tensor  # (N,) completion tokens, EOS included
+    truncated: torch.Tensor  # (N,) bool: ended by the length limit, not by EOS
+    texts: list[str]  # decoded completions without special tokens
+    group_size: int
+
+    @property
+    def num_completions(self) -> int:
+        return self.completion_ids.shape[0]
+
+
+class _TemperedLogprobRecorder(LogitsProcessor):
+    """Applies the temperature and records log pi(sampled token) at that temperature.
+
+    ``generate`` runs user processors before its own top-k/top-p warpers, so this sees raw
+    logits. The token sampled after call k is the last column of ``input_ids`` at call k+1;
+    only the previous step's log-softmax is kept, so memory is O(N * vocab), not O(N * T * vocab).
+    """
+
+    def __init__(self, temperature: float) -> None:
+        self.temperature = temperature
+        self.previous: torch.Tensor | None = None  # (N, V) log-softmax of the last step
+        self.recorded: list[torch.Tensor] = []  # each (N,)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.gather(input_ids[:, -1])
+        scores = scores.float() / self.temperature
+        self.previous = torch.log_softmax(scores, dim=-1)
+        return scores
+
+    def gather(self, sampled: torch.Tensor) -> None:
+        if self.previous is not None:
+            self.recorded.append(self.previous.gather(1, sampled[:, None]).squeeze(1))
+            self.previous = None
+
+
+def completion_mask_from_ids(completion_ids: torch.Tensor, eos_ids: set[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mask up to and including the first EOS; lengths; truncated flags. (N, Lc) -> ..."""
+    is_eos = torch.zeros_like(completion_ids, dtype=torch.bool)
+    for eos in eos_ids:
+        is_eos |= completion_ids == eos
+    width = completion_ids.shape[1]
+    has_eos = is_eos.any(dim=1)  # (N,)
+    first_eos = torch.where(has_eos, is_eos.float().argmax(dim=1), torch.full_like(has_eos, width, dtype=torch.long))
+    lengths = torch.where(has_eos, first_eos + 1, torch.full_like(first_eos, width))  # (N,)
+    positions = torch.arange(width)[None, :]  # (1, Lc)
+    mask = (positions < lengths[:, None]).long()  # (N, Lc)
+    return mask, lengths, ~has_eos
+
+
+def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+@torch.no_grad()
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    *,
+    group_size: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    greedy: bool = False,
+    chunk_size: int = 0,
+    record_logprobs: bool = True,
+) -> RolloutBatch:
+    """Sample ``group_size`` completions for each prompt (or one greedy completion each).
+
+    Args:
+        prompts: P prompt strings, already templated.
+        chunk_size: most rows per ``generate`` call (0: all N = P * group_size at once).
+        record_logprobs: record the sampler's tempered log-probs (ignored when greedy).
+    Returns:
+        RolloutBatch with N = P * group_size rows, prompt p's samples contiguous.
+    """
+    was_training = model.training
+    model.eval()
+    eos_ids = eos_token_ids(model, tokenizer)
+    expanded = [p for p in prompts for _ in range(group_size)]
+    chunk = chunk_size or len(expanded)
+    pieces = []
+    for start in range(0, len(expanded), chunk):
+        pieces.append(_generate_chunk(model, tokenizer, expanded[start : start + chunk], max_new_tokens,
+                                      temperature, top_p, top_k, greedy, record_logprobs and not greedy))
+    if was_training:
+        model.train()
+
+    pad = tokenizer.pad_token_id
+    prompt_ids = _pad_cat([p[0] for p in pieces], pad, left=True)
+    prompt_mask = _pad_cat([p[1] for p in pieces], 0, left=True)
+    completion_ids = _pad_cat([p[2] for p in pieces], pad, left=False)
+    logprobs = None if pieces[0][3] is None else _pad_cat([p[3] for p in pieces], 0.0, left=False)
+    completion_mask, lengths, truncated = completion_mask_from_ids(completion_ids, eos_ids)
+    if logprobs is not None:
+        logprobs = logprobs * completion_mask  # zero (not garbage) on padding
+    texts = [
+        tokenizer.decode(completion_ids[i, : lengths[i]], skip_special_tokens=True)
+        for i in range(completion_ids.shape[0])
+    ]
+    return RolloutBatch(prompt_ids, prompt_mask, completion_ids, completion_mask, logprobs,
+                        lengths, truncated, texts, group_size)
+
+
+def _generate_chunk(model, tokenizer, prompts, max_new_tokens, temperature, top_p, top_k, greedy, record):
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    enc = {k: v.to(model.device) for k, v in enc.items()}
+    recorder = _TemperedLogprobRecorder(temperature) if record else None
+    kwargs = dict(
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=sorted(eos_token_ids(model, tokenizer)),
+    )
+    if greedy:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    else:
+        # temperature is applied by the recorder (or here when not recording), never twice
+        kwargs.update(do_sample=True, top_p=top_p if top_p < 1.0 else None, top_k=top_k or None,
+                      temperature=1.0 if record else temperature)
+        if record:
+            kwargs["logits_processor"] = LogitsProcessorList([recorder])
+    out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs)
+    prompt_len = enc["input_ids"].shape[1]
+    completion = out[:, prompt_len:].cpu()
+    logprobs = None
+    if recorder is not None:
+        recorder.gather(out[:, -1])
+        logprobs = torch.stack(recorder.recorded, dim=1).cpu() if recorder.recorded else torch.zeros(completion.shape)
+    return enc["input_ids"].cpu(), enc["attention_mask"].cpu(), completion, logprobs
+
+
+def _pad_cat(tensors: list[torch.Tensor], value, *, left: bool) -> torch.Tensor:
+    width = max(t.shape[1] for t in tensors)
+    padded = []
+    for t in tensors:
+        extra = width - t.shape[1]
+        if extra:
+            filler = torch.full((t.shape[0], extra), value, dtype=t.dtype)
+            t = torch.cat([filler, t] if left else [t, filler], dim=1)
+        padded.append(t)
+    return torch.cat(padded, dim=0)

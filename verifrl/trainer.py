@@ -1,0 +1,344 @@
+"""The GRPO loop. It only orchestrates; every stage is a function in its own module:
+
+    prompts (prompts.py) -> rollouts (rollout.py) -> verifier results -> rewards (scoring.py,
+    rewards.py) -> advantages (advantages.py) -> loss -> update (losses.py, update.py)
+    -> logging (tracking.py), with checkpoints (checkpoint.py) and evaluation (evaluation.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.loaders import load_task
+from verifrl.advantages import token_advantages
+from verifrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from verifrl.config import Config
+from verifrl.evaluation import evaluate
+from verifrl.models import frozen_copy, load_policy
+from verifrl.prompts import PromptSampler, format_prompt, template_fields
+from verifrl.rewards import overlong_penalty
+from verifrl.rollout import generate
+from verifrl.scoring import build_verifiers, score_rollouts, step_metrics
+from verifrl.segments import step_end_tokens, token_char_offsets
+from verifrl.tracking import Tracker
+from verifrl.update import TrainBatch, batched_logprobs, update_policy
+
+
+class StageTimer:
+    """Wall time per named stage of a step (generation / verification / ...)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_run_dir(cfg: Config, recipe_name: str) -> Path:
+    name = cfg.logging.run_name or f"{recipe_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return Path(cfg.logging.output_dir) / name
+
+
+def lr_lambda(cfg: Config):
+    warmup, total, schedule = cfg.trainer.warmup_steps, max(1, cfg.trainer.steps), cfg.trainer.lr_schedule
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if schedule == "linear":
+            return 1.0 - progress
+        return 1.0
+
+    return factor
+
+
+@dataclass
+class Task:
+    """The prompts of both splits, formatted once."""
+
+    sampler: PromptSampler
+    test_prompts: list[str]
+    test_rows: list[dict]
+    skipped: dict = field(default_factory=dict)
+
+
+def prepare_task(cfg: Config, tokenizer) -> Task:
+    data = load_task(cfg.data)
+    missing = [f for f in template_fields(cfg.data.prompt_template) if f not in data.train.column_names]
+    if missing:
+        raise ValueError(f"data.prompt_template uses column(s) {missing} that the dataset lacks "
+                         f"(it has {data.train.column_names})")
+    test_rows = [data.test[i] for i in range(len(data.test))]
+    if cfg.data.num_test:
+        test_rows = test_rows[: cfg.data.num_test]
+    test_prompts = [_prompt(cfg, row, tokenizer) for row in test_rows]
+    return Task(PromptSampler(data.train, cfg.data.seed), test_prompts, test_rows, data.skipped)
+
+
+def _prompt(cfg: Config, row: dict, tokenizer) -> str:
+    return format_prompt(row, cfg.data.prompt_template, tokenizer, cfg.data.use_chat_template, cfg.data.system_prompt)
+
+
+def step_ends_for(batch, tokenizer, step_spans) -> list[list[int]]:
+    """Token index of each step's last character, per completion. [N][K_i]."""
+    ends = []
+    for i, spans in enumerate(step_spans):
+        ids = batch.completion_ids[i, : int(batch.lengths[i])].tolist()
+        offsets = token_char_offsets(tokenizer, ids)
+        ends.append(step_end_tokens(spans, offsets) if spans else [])
+    return ends
+
+
+def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, rows: list[dict]) -> tuple[dict, list[dict]]:
+    """One GRPO step on a batch of prompt rows; returns its metrics and sample rows for the table."""
+    timer = StageTimer()
+    P, G = len(rows), cfg.rollout.group_size
+    prompts = [_prompt(cfg, row, tokenizer) for row in rows]
+
+    with timer("generation"):
+        batch = generate(policy, tokenizer, prompts, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens,
+                         temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
+                         chunk_size=cfg.rollout.chunk_size)
+    examples = [row for row in rows for _ in range(G)]
+
+    with timer("verification"):
+        scored = score_rollouts(batch.texts, examples, verifiers, cfg.reward.on_verifier_error)
+    rewards = scored.rewards.clone()  # (N,)
+    if cfg.reward.overlong_cache_length:
+        rewards += overlong_penalty(batch.lengths, cfg.rollout.max_new_tokens, cfg.reward.overlong_cache_length)
+
+    with timer("advantages"):
+        step_ends = step_rewards = None
+        if cfg.advantage.mode != "outcome":
+            if scored.step_scores is None:
+                raise ValueError(f"advantage.mode={cfg.advantage.mode!r} needs a verifier that returns step_scores "
+                                 "(e.g. math_steps)")
+            flat_ends = step_ends_for(batch, tokenizer, scored.step_spans)
+            step_ends = [flat_ends[p * G:(p + 1) * G] for p in range(P)]
+            step_rewards = [scored.step_scores[p * G:(p + 1) * G] for p in range(P)]
+        width = batch.completion_ids.shape[1]
+        advantages = token_advantages(
+            rewards.view(P, G), batch.lengths.view(P, G), width, estimator=cfg.advantage.estimator,
+            mode=cfg.advantage.mode, scale=cfg.advantage.scale_rewards, eps=cfg.advantage.eps,
+            step_rewards=step_rewards, step_ends=step_ends, process_weight=cfg.advantage.process_weight,
+        )  # (N, Lc)
+
+    loss_mask = batch.completion_mask.clone()
+    if cfg.reward.mask_truncated:
+        loss_mask[batch.truncated] = 0
+    ref_logprobs = None
+    if reference is not None:
+        with timer("reference"):
+            ref_logprobs = batched_logprobs(reference, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
+                                            batch.completion_mask, cfg.rollout.temperature, cfg.trainer.micro_batch_size)
+    train_batch = TrainBatch(batch.prompt_ids, batch.prompt_mask, batch.completion_ids, loss_mask,
+                             batch.sampler_logprobs, advantages, ref_logprobs)
+    update_metrics: dict[str, float] = {}
+    with timer("update"):
+        for _ in range(cfg.trainer.num_iterations):
+            update_metrics = update_policy(
+                policy, optimizer, train_batch, cfg.loss, temperature=cfg.rollout.temperature,
+                micro_batch_size=cfg.trainer.micro_batch_size, max_grad_norm=cfg.trainer.max_grad_norm,
+                max_completion_length=cfg.rollout.max_new_tokens,
+            )
+
+    group_rewards = rewards.view(P, G)
+    primary = scored.scores[:, 0]
+    generated_tokens = int(batch.lengths.sum())
+    total_time = sum(timer.seconds.values())
+    metrics = {
+        "reward/mean": float(rewards.mean()),
+        "reward/std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
+        "reward/accuracy": float((primary >= 1.0 - 1e-9).float().mean()),
+        "reward/frac_zero_std_groups": float((group_rewards.std(1, unbiased=False) < 1e-8).float().mean()),
+        "completion/mean_length": float(batch.lengths.float().mean()),
+        "completion/max_length": int(batch.lengths.max()),
+        "completion/min_length": int(batch.lengths.min()),
+        "completion/truncated_rate": float(batch.truncated.float().mean()),
+        "tokens_per_second": generated_tokens / max(1e-9, timer.seconds["generation"]),
+        "time/step": total_time,
+        **{f"time/{k}": v for k, v in timer.seconds.items()},
+        **scored.metrics,
+        **update_metrics,
+    }
+    if scored.step_scores is not None:
+        metrics.update(step_metrics(scored.step_scores))
+    samples = [
+        {"prompt": prompts[i // G], "completion": batch.texts[i], "reward": float(rewards[i]),
+         "answer": str(examples[i].get("answer", ""))}
+        for i in range(0, len(batch.texts), max(1, G))
+    ][:8]
+    return metrics, samples
+
+
+def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: Path | None = None,
+          log=print) -> dict:
+    """Run GRPO as configured; returns the summary (also written to ``summary.json``)."""
+    wall_start = time.time()
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    seed_everything(cfg.trainer.seed)
+    run_dir = Path(run_dir) if run_dir else make_run_dir(cfg, recipe_name)
+    if resume and latest_checkpoint(run_dir) is None:
+        raise FileNotFoundError(f"--resume: no checkpoint under {run_dir}/checkpoints")
+    verifiers = build_verifiers(cfg.reward.verifiers)  # fail on a bad verifier name before loading a model
+    policy, tokenizer = load_policy(cfg.model, log=log)
+    task = prepare_task(cfg, tokenizer)
+    for split, count in task.skipped.items():
+        if count:
+            log(f"data: skipped {count} {split} rows without a question or answer")
+    reference = frozen_copy(policy) if cfg.loss.beta > 0 else None
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.trainer.lr, betas=cfg.trainer.adam_betas,
+                                  weight_decay=cfg.trainer.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    config_dict = cfg.to_dict()
+
+    start_step, trainer_state = 0, {}
+    if resume:
+        checkpoint = latest_checkpoint(run_dir)
+        trainer_state = load_checkpoint(checkpoint, policy, optimizer, scheduler)
+        if reference is not None:  # the reference is the initial policy, saved alongside
+            reference.load_state_dict(torch.load(run_dir / "checkpoints" / "reference.pt", weights_only=True))
+        task.sampler.load_state_dict(trainer_state["sampler"])
+        start_step = trainer_state["step"]
+        log(f"resumed from {checkpoint} at step {start_step}")
+    elif reference is not None:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        torch.save(reference.state_dict(), run_dir / "checkpoints" / "reference.pt")
+
+    tracker = Tracker(run_dir, config_dict, total_steps=cfg.trainer.steps, wandb_mode=cfg.logging.wandb,
+                      project=cfg.logging.wandb_project, run_name=cfg.logging.run_name or run_dir.name,
+                      progress=cfg.logging.progress, resume=resume)
+    (run_dir / "config.json").write_text(json.dumps(config_dict, indent=2, default=str))
+    eval_kwargs = dict(max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
+                       chunk_size=cfg.rollout.chunk_size, on_verifier_error=cfg.reward.on_verifier_error)
+    try:
+        eval_before = trainer_state.get("eval_before")
+        if eval_before is None and cfg.eval.before:
+            eval_before = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers,
+                                   pass_k=cfg.eval.pass_k, pass_k_temperature=cfg.eval.pass_k_temperature, **eval_kwargs)
+            log(f"before RL: greedy accuracy {eval_before['accuracy']:.3f}  mean reward {eval_before['mean_reward']:.3f}"
+                f"  (n={eval_before['n']})")
+            tracker.log(-1, {f"eval/{k}": v for k, v in eval_before.items()})
+        prior_seconds = trainer_state.get("train_seconds", 0.0)
+        train_start = time.time()
+
+        def state(step: int) -> dict:
+            return {"sampler": task.sampler.state_dict(), "eval_before": eval_before,
+                    "train_seconds": prior_seconds + time.time() - train_start}
+
+        for step in range(start_step, cfg.trainer.steps):
+            rows = task.sampler.next_rows(cfg.rollout.num_prompts)
+            metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, rows)
+            metrics["lr"] = scheduler.get_last_lr()[0]
+            scheduler.step()
+            if cfg.eval.every_steps and (step + 1) % cfg.eval.every_steps == 0 and step + 1 < cfg.trainer.steps:
+                periodic = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers,
+                                    pass_k=cfg.eval.pass_k, pass_k_temperature=cfg.eval.pass_k_temperature, **eval_kwargs)
+                metrics.update({f"eval/{k}": v for k, v in periodic.items()})
+            tracker.log(step, metrics)
+            if cfg.logging.sample_table_every and step % cfg.logging.sample_table_every == 0:
+                tracker.log_samples(step, samples)
+            if cfg.checkpoint.every_steps and (step + 1) % cfg.checkpoint.every_steps == 0:
+                save_checkpoint(run_dir, step + 1, policy, optimizer, scheduler, state(step + 1), config_dict,
+                                cfg.checkpoint.keep_last)
+        if cfg.trainer.steps > start_step or not cfg.checkpoint.every_steps:
+            save_checkpoint(run_dir, cfg.trainer.steps, policy, optimizer, scheduler, state(cfg.trainer.steps),
+                            config_dict, cfg.checkpoint.keep_last)
+        eval_after = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers,
+                              pass_k=cfg.eval.pass_k, pass_k_temperature=cfg.eval.pass_k_temperature, **eval_kwargs)
+        tracker.log(cfg.trainer.steps, {f"eval/{k}": v for k, v in eval_after.items()})
+        if cfg.checkpoint.save_final_model:
+            policy.save_pretrained(run_dir / "final_model")
+            tokenizer.save_pretrained(run_dir / "final_model")
+        summary = {
+            "recipe": recipe_name,
+            "run_dir": str(run_dir),
+            "steps": cfg.trainer.steps,
+            "eval_before": eval_before,
+            "eval_after": eval_after,
+            "wall_seconds": time.time() - wall_start,
+            "train_seconds": state(cfg.trainer.steps)["train_seconds"],
+            "wandb_mode": tracker.wandb_mode,
+            "config": config_dict,
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        tracker.summary({"eval_before/accuracy": (eval_before or {}).get("accuracy"),
+                         "eval_after/accuracy": eval_after["accuracy"]})
+        log(before_after_table(eval_before, eval_after))
+        log(f"run directory: {run_dir}  (summary.json, metrics.jsonl, wandb/)  wall {summary['wall_seconds']:.0f}s")
+        return summary
+    finally:
+        tracker.close()
+        for named in verifiers:
+            named.close()
+
+
+def before_after_table(before: dict | None, after: dict) -> str:
+    """The closing table: held-out greedy accuracy and mean reward before and after RL."""
+    rows = [("greedy accuracy", "accuracy", "{:.1%}"), ("mean reward", "mean_reward", "{:.3f}")]
+    rows += [(k, k, "{:.1%}") for k in after if k.startswith("pass@")]
+    lines = [f"{'held-out (n=' + str(after['n']) + ')':<22}{'before RL':>12}{'after RL':>12}{'change':>10}"]
+    for label, key, fmt in rows:
+        b = before.get(key) if before else None
+        a = after.get(key)
+        change = "" if b is None or a is None else (f"{(a - b) * 100:+.1f} pt" if "%" in fmt else f"{a - b:+.3f}")
+        lines.append(f"{label:<22}{fmt.format(b) if b is not None else '-':>12}{fmt.format(a):>12}{change:>10}")
+    return "\n".join(lines)
+
+
+def evaluate_checkpoint(cfg: Config, checkpoint: Path, log=print) -> dict:
+    """Greedy accuracy (and pass@k with eval.pass_k) of a checkpoint on the held-out split.
+
+    ``checkpoint`` may be a run directory (its latest checkpoint), a ``checkpoints/step-N``
+    directory, or a saved Hugging Face model directory (such as ``final_model``).
+    """
+    checkpoint = Path(checkpoint)
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"--checkpoint: {checkpoint} does not exist")
+    if (checkpoint / "config.json").exists() and not (checkpoint / "model.pt").exists() \
+            and (checkpoint / "tokenizer_config.json").exists():
+        cfg.model.name_or_path = str(checkpoint)
+        step_dir = None
+    else:
+        step_dir = checkpoint if (checkpoint / "model.pt").exists() else latest_checkpoint(checkpoint)
+        if step_dir is None:
+            raise FileNotFoundError(f"--checkpoint: no checkpoint or model in {checkpoint}")
+    seed_everything(cfg.trainer.seed)
+    policy, tokenizer = load_policy(cfg.model, log=log)
+    if step_dir is not None:
+        load_checkpoint(step_dir, policy)
+    task = prepare_task(cfg, tokenizer)
+    verifiers = build_verifiers(cfg.reward.verifiers)
+    try:
+        result = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers,
+                          max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
+                          chunk_size=cfg.rollout.chunk_size, pass_k=cfg.eval.pass_k,
+                          pass_k_temperature=cfg.eval.pass_k_temperature,
+                          on_verifier_error=cfg.reward.on_verifier_error)
+    finally:
+        for named in verifiers:
+            named.close()
+    return {"checkpoint": str(step_dir or checkpoint), **result}

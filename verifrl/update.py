@@ -1,0 +1,153 @@
+"""The update: token log-probs of completions under a model, and one optimiser step of the policy.
+
+Place in the data flow: ... -> advantages -> **loss -> update** -> logging.
+
+Rows are sorted by length and cut into micro-batches whose padding columns are trimmed, so a
+CPU never multiplies padding. Gradients are accumulated so that the result equals one
+full-batch step for every loss type whose normaliser is global (grpo, dr_grpo, dapo); bnpo is
+normalised per micro-batch, as in TRL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel
+
+from verifrl.losses import policy_loss
+
+
+@dataclass
+class TrainBatch:
+    """Everything the loss needs for N completions (tensors on CPU; moved per micro-batch)."""
+
+    prompt_ids: torch.Tensor  # (N, Lp) left-padded
+    prompt_mask: torch.Tensor  # (N, Lp)
+    completion_ids: torch.Tensor  # (N, Lc) right-padded
+    completion_mask: torch.Tensor  # (N, Lc) tokens that enter the loss
+    old_logprobs: torch.Tensor  # (N, Lc) log-probs of the sampling policy
+    advantages: torch.Tensor  # (N, Lc) per-token advantages
+    ref_logprobs: torch.Tensor | None = None  # (N, Lc) frozen reference model, when beta > 0
+
+
+def _trimmed(prompt_ids, prompt_mask, completion_ids, completion_mask):
+    """Drop all-padding columns: left of the longest prompt, right of the longest completion."""
+    prompt_width = int(prompt_mask.sum(1).max())
+    completion_width = max(1, int(completion_mask.sum(1).max()))
+    return (prompt_ids[:, -prompt_width:], prompt_mask[:, -prompt_width:],
+            completion_ids[:, :completion_width], completion_mask[:, :completion_width], completion_width)
+
+
+def completion_logprobs(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log pi(completion token | prefix) at ``temperature``, shape (N, Lc); entropy too if asked.
+
+    The logits at position p score token p+1, so the completion's scores are the logits from the
+    last prompt position to the second-to-last completion position.
+    """
+    device = next(model.parameters()).device
+    input_ids = torch.cat([prompt_ids, completion_ids], dim=1).to(device)  # (N, Lp+Lc)
+    attention = torch.cat([prompt_mask, completion_mask], dim=1).to(device)  # (N, Lp+Lc)
+    # explicit positions so left padding does not shift them (matters for absolute-position models)
+    positions = (attention.cumsum(1) - 1).clamp(min=0)  # (N, Lp+Lc)
+    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=False).logits
+    prompt_width, completion_width = prompt_ids.shape[1], completion_ids.shape[1]
+    logits = logits[:, prompt_width - 1 : prompt_width + completion_width - 1].float() / temperature  # (N, Lc, V)
+    log_probs = torch.log_softmax(logits, dim=-1)  # (N, Lc, V)
+    token_logprobs = log_probs.gather(2, completion_ids.to(device)[..., None]).squeeze(2)  # (N, Lc)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = -(log_probs.exp() * log_probs).sum(-1)  # (N, Lc)
+    return token_logprobs, entropy
+
+
+@torch.no_grad()
+def batched_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, micro_batch_size=0):
+    """Completion log-probs without gradients (reference model), micro-batched. (N, Lc)."""
+    out = torch.zeros(completion_ids.shape, dtype=torch.float32)
+    n = completion_ids.shape[0]
+    step = micro_batch_size or n
+    for start in range(0, n, step):
+        sl = slice(start, start + step)
+        p_ids, p_mask, c_ids, c_mask, width = _trimmed(prompt_ids[sl], prompt_mask[sl], completion_ids[sl], completion_mask[sl])
+        logp, _ = completion_logprobs(model, p_ids, p_mask, c_ids, c_mask, temperature)
+        out[sl, :width] = logp.cpu()
+    return out
+
+
+def micro_batches(lengths: torch.Tensor, micro_batch_size: int) -> list[torch.Tensor]:
+    """Row indices grouped by similar total length (less padding per micro-batch)."""
+    order = torch.argsort(lengths, descending=True)
+    size = micro_batch_size or len(order)
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def update_policy(
+    model: PreTrainedModel,
+    optimizer: torch.optim.Optimizer,
+    batch: TrainBatch,
+    loss_cfg,
+    *,
+    temperature: float,
+    micro_batch_size: int,
+    max_grad_norm: float,
+    max_completion_length: int,
+) -> dict[str, float]:
+    """One optimiser step on the batch (gradient accumulation over micro-batches)."""
+    model.train()
+    n = batch.completion_ids.shape[0]
+    total_tokens = batch.completion_mask.sum().clamp(min=1)
+    lengths = batch.prompt_mask.sum(1) + batch.completion_mask.sum(1)
+    sums: dict[str, float] = {}
+    entropy_sum, entropy_count = 0.0, 0
+    optimizer.zero_grad(set_to_none=True)
+    for rows in micro_batches(lengths, micro_batch_size):
+        p_ids, p_mask, c_ids, c_mask, width = _trimmed(
+            batch.prompt_ids[rows], batch.prompt_mask[rows], batch.completion_ids[rows], batch.completion_mask[rows]
+        )
+        logp, entropy = completion_logprobs(model, p_ids, p_mask, c_ids, c_mask, temperature, with_entropy=True)
+        device = logp.device
+        kwargs = {}
+        if loss_cfg.type == "dapo":
+            kwargs["num_items_in_batch"] = total_tokens.to(device)
+        loss, metrics = policy_loss(
+            logp,
+            batch.old_logprobs[rows, :width].to(device),
+            batch.advantages[rows, :width].to(device),
+            c_mask.to(device),
+            loss_type=loss_cfg.type,
+            epsilon_low=loss_cfg.epsilon_low,
+            epsilon_high=loss_cfg.epsilon_high,
+            delta=loss_cfg.delta,
+            beta=loss_cfg.beta if loss_cfg.kl_placement == "loss" else 0.0,
+            ref_logp=None if batch.ref_logprobs is None else batch.ref_logprobs[rows, :width].to(device),
+            kl_estimator=loss_cfg.kl_estimator,
+            importance_level=loss_cfg.importance_level,
+            max_completion_length=max_completion_length,
+            **kwargs,
+        )
+        # dapo is already normalised by the whole batch's token count; the others by their rows
+        weight = 1.0 if loss_cfg.type == "dapo" else len(rows) / n
+        (loss * weight).backward()
+        for key, value in metrics.items():
+            sums[key] = sums.get(key, 0.0) + float(value) * len(rows) / n
+        mask = c_mask.to(device).bool()
+        entropy_sum += float(entropy[mask].sum())
+        entropy_count += int(mask.sum())
+        sums["loss"] = sums.get("loss", 0.0) + float(loss) * weight
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        model.parameters(), max_grad_norm if max_grad_norm > 0 else float("inf")
+    )
+    optimizer.step()
+    sums["grad_norm"] = float(grad_norm)
+    sums["entropy"] = entropy_sum / max(1, entropy_count)
+    return sums
