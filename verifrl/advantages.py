@@ -1,0 +1,293 @@
+"""Advantages: rewards of a group of completions -> one advantage per completion token.
+
+Place in the data flow: prompts -> rollouts -> verifier results -> rewards -> **advantages** ->
+loss -> update -> logging.
+
+Pure functions on tensors. Shapes: ``P`` prompts, ``G`` completions per prompt (a *group*),
+``N = P * G`` rows ordered prompt-major (row ``p * G + g`` is completion ``g`` of prompt ``p``),
+``T`` = ``width`` completion token positions, 0-based (the first generated token is 0).
+
+Two kinds of signal (DeepSeekMath, arXiv 2402.03300, §4.1.2-4.1.3):
+
+- *outcome*: one reward per completion, turned into one advantage per completion by a registered
+  estimator (``ADVANTAGE_ESTIMATORS``: ``grpo``, ``rloo``, ``reinforce_pp``) and broadcast over
+  its tokens;
+- *process*: one reward per reasoning step; each step reward is z-scored against all steps of the
+  group and every token gets the sum of the normalised rewards of the steps ending at or after it
+  (:func:`process_supervision_advantages`).
+
+Conventions (algorithms.md §0, §3): sample std (Bessel, ddof=1, as ``torch.std`` and TRL's
+``nanstd``), ``eps`` added to the std (not the variance), so an all-equal group gives exactly 0;
+a std over fewer than two values is taken as 0 (so a one-completion group gets outcome advantage 0).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+SCALES = ("group", "batch", "none")
+MODES = ("outcome", "process", "outcome+process")
+
+
+def _std(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    """Sample std (ddof=1); 0 where fewer than two values (torch would give NaN)."""
+    n = x.numel() if dim is None else x.shape[dim]
+    if n < 2:
+        shape = () if dim is None else (x.sum(dim, keepdim=keepdim)).shape
+        return torch.zeros(shape, dtype=x.dtype, device=x.device)
+    return x.std() if dim is None else x.std(dim, keepdim=keepdim)
+
+
+def _scale_by_std(centred: Tensor, std: Tensor, eps: float) -> Tensor:
+    """``centred / (std + eps)``, and exactly 0 where std is 0 (also when eps = 0, not NaN)."""
+    return torch.where(std > 0, centred / (std + eps), torch.zeros_like(centred))
+
+
+def group_advantages(rewards: Tensor, scale: str = "group", eps: float = 1e-4) -> Tensor:
+    """GRPO outcome advantages: reward minus its group mean, optionally divided by a std.
+
+    ``A[p, g] = (r[p, g] - mean_g r[p]) / (s + eps)`` with ``s`` the sample std of the group
+    (``scale="group"``, DeepSeekMath §4.1.2), of all ``P * G`` rewards of the batch
+    (``scale="batch"``, TRL "batch": mean still per group, std over the batch), or no division
+    (``scale="none"``, Dr. GRPO arXiv 2503.20783, which removes the difficulty bias of 1/std).
+
+    Args:
+        rewards: (P, G) one reward per completion.
+        scale: ``"group"``, ``"batch"`` or ``"none"``.
+        eps: added to the std.
+
+    Returns:
+        (P, G) advantages; all zeros when G == 1 (no group to compare with).
+    """
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
+    rewards = rewards.float()
+    if rewards.shape[1] < 2:
+        return torch.zeros_like(rewards)
+    centred = rewards - rewards.mean(dim=1, keepdim=True)  # (P, G)
+    if scale == "none":
+        return centred
+    std = _std(rewards, dim=1, keepdim=True) if scale == "group" else _std(rewards)  # (P, 1) or ()
+    return _scale_by_std(centred, std, eps)
+
+
+def rloo_advantages(rewards: Tensor) -> Tensor:
+    """REINFORCE leave-one-out (Ahmadian et al., arXiv 2402.14740).
+
+    ``A[p, g] = r[p, g] - mean_{h != g} r[p, h] = G / (G - 1) * (r[p, g] - mean_g r[p])``: the
+    baseline does not contain the completion's own reward, so it is unbiased. No std scaling.
+
+    Args:
+        rewards: (P, G).
+
+    Returns:
+        (P, G) advantages; zeros when G == 1.
+    """
+    rewards = rewards.float()
+    G = rewards.shape[1]
+    if G < 2:
+        return torch.zeros_like(rewards)
+    return (rewards - rewards.mean(dim=1, keepdim=True)) * (G / (G - 1))  # (P, G)
+
+
+def reinforce_pp_advantages(rewards: Tensor, eps: float = 1e-4) -> Tensor:
+    """REINFORCE++-baseline (arXiv 2501.03262): group-centred, then batch-std normalised.
+
+    ``c[p, g] = r[p, g] - mean_g r[p]``; ``A = c / (std(c over all P * G) + eps)``. The global std
+    avoids the per-group difficulty reweighting of GRPO's 1/std.
+
+    Args:
+        rewards: (P, G).
+        eps: added to the batch std.
+
+    Returns:
+        (P, G) advantages; zeros when G == 1.
+    """
+    rewards = rewards.float()
+    if rewards.shape[1] < 2:
+        return torch.zeros_like(rewards)
+    centred = rewards - rewards.mean(dim=1, keepdim=True)  # (P, G)
+    return _scale_by_std(centred, _std(centred), eps)
+
+
+# --- outcome estimator registry (verl ``register_adv_est`` style) ------------------------------
+# A registered estimator maps (rewards (P, G), *, scale, eps) -> (P, G). ``scale`` is GRPO's
+# option: rloo and reinforce_pp fix their own scaling, so token_advantages rejects a non-default
+# scale with them instead of ignoring it.
+
+AdvantageEstimator = Callable[..., Tensor]
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
+_SCALE_FREE = {"rloo", "reinforce_pp"}
+
+
+def register_advantage_estimator(name: str) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
+    """Decorator adding an outcome estimator ``fn(rewards (P, G), *, scale, eps) -> (P, G)``."""
+
+    def decorator(fn: AdvantageEstimator) -> AdvantageEstimator:
+        if name in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"advantage estimator {name!r} is already registered")
+        ADVANTAGE_ESTIMATORS[name] = fn
+        return fn
+
+    return decorator
+
+
+@register_advantage_estimator("grpo")
+def _grpo(rewards: Tensor, *, scale: str = "group", eps: float = 1e-4) -> Tensor:
+    return group_advantages(rewards, scale=scale, eps=eps)
+
+
+@register_advantage_estimator("rloo")
+def _rloo(rewards: Tensor, *, scale: str = "group", eps: float = 1e-4) -> Tensor:
+    return rloo_advantages(rewards)
+
+
+@register_advantage_estimator("reinforce_pp")
+def _reinforce_pp(rewards: Tensor, *, scale: str = "group", eps: float = 1e-4) -> Tensor:
+    return reinforce_pp_advantages(rewards, eps=eps)
+
+
+def process_supervision_advantages(
+    step_rewards: Sequence[Sequence[float]],
+    step_ends: Sequence[Sequence[int]],
+    lengths: Sequence[int],
+    eps: float = 1e-4,
+) -> Tensor:
+    """DeepSeekMath process supervision (arXiv 2402.03300, §4.1.3) for ONE group.
+
+    All step rewards of all G completions form one pool R; each is normalised by the pool's mean
+    and sample std, ``r~ = (r - mean(R)) / (std(R) + eps)``, and token t of completion i gets
+    ``A[i, t] = sum_{j : e[i, j] >= t} r~[i, j]``: the tokens of step j (positions
+    ``e[i, j-1] + 1 .. e[i, j]``) receive the undiscounted sum of the normalised rewards of steps
+    j..K_i, and tokens after the last step end get 0.
+
+    Decided edge cases:
+        - all step rewards equal (std 0): every r~ is exactly 0 (0 / eps), so A = 0;
+        - fewer than two steps in the whole pool: std taken as 0, so A = 0;
+        - a completion with no steps adds nothing to R and gets A = 0 on all its tokens;
+        - a one-completion group is normalised over its own steps (the pool is what the formula
+          names); it is nonzero only when its steps disagree;
+        - a truncated completion: only the steps the verifier scored count; the tokens of its
+          unfinished tail get 0;
+        - two steps ending on the same token both count (``index_add``).
+
+    Args:
+        step_rewards: G lists, ``step_rewards[i][j]`` = reward of step j of completion i.
+        step_ends: G lists, ``step_ends[i][j]`` = 0-based index of the token where step j ends
+            (inclusive), ``0 <= e < lengths[i]``.
+        lengths: G completion lengths in tokens.
+        eps: added to the std.
+
+    Returns:
+        (G, max(lengths)) float32 advantages, 0 past each completion's length.
+    """
+    G = len(lengths)
+    if len(step_rewards) != G or len(step_ends) != G:
+        raise ValueError(f"{len(step_rewards)} step_rewards, {len(step_ends)} step_ends, {G} lengths: need one per completion")
+    width = max((int(n) for n in lengths), default=0)
+    out = torch.zeros(G, width)  # (G, L)
+    pool = [float(r) for rewards_i in step_rewards for r in rewards_i]
+    for i, (rewards_i, ends_i) in enumerate(zip(step_rewards, step_ends)):
+        if len(rewards_i) != len(ends_i):
+            raise ValueError(f"completion {i}: {len(rewards_i)} step rewards but {len(ends_i)} step ends")
+        for e in ends_i:
+            if not 0 <= int(e) < int(lengths[i]):
+                raise ValueError(f"completion {i}: step end {e} outside its {lengths[i]} tokens")
+    if len(pool) < 2:
+        return out
+    pool_t = torch.tensor(pool, dtype=torch.float64)  # (K_total,)
+    normalised = _scale_by_std(pool_t - pool_t.mean(), _std(pool_t), eps)  # (K_total,)
+    start = 0
+    for i, ends_i in enumerate(step_ends):
+        k = len(ends_i)
+        if k == 0:
+            continue
+        per_token = torch.zeros(int(lengths[i]), dtype=torch.float64)  # (L_i,)
+        # index_add, not assignment: two steps ending on the same token must both count
+        per_token.index_add_(0, torch.tensor([int(e) for e in ends_i]), normalised[start:start + k])
+        # reverse cumulative sum: token t collects the rewards of every step ending at or after t
+        out[i, : int(lengths[i])] = per_token.flip(0).cumsum(0).flip(0).float()
+        start += k
+    return out
+
+
+def token_advantages(
+    rewards: Tensor,
+    lengths: Tensor,
+    width: int,
+    *,
+    estimator: str = "grpo",
+    mode: str = "outcome",
+    scale: str = "group",
+    eps: float = 1e-4,
+    step_rewards: list[list[list[float]]] | None = None,
+    step_ends: list[list[list[int]]] | None = None,
+    process_weight: float = 1.0,
+) -> Tensor:
+    """The trainer's entry point: per-token advantages for a batch of P groups of G completions.
+
+    Modes:
+        - ``outcome``: the estimator's sequence advantage on every token of the completion.
+        - ``process``: DeepSeekMath process supervision per group (step rewards only).
+        - ``outcome+process``: ``A[i, t] = A_outcome[i] + process_weight * A_process[i, t]``.
+          The outcome reward is a final segment ending at the last token (so it covers every
+          token, exactly as a broadcast), but it is normalised *separately* by the outcome
+          estimator instead of being pooled into the step rewards' std. Separate normalisation
+          then a weighted sum follows PRIME (arXiv 2502.01456: outcome and process returns each
+          with their own leave-one-out baseline, then combined); pooling would let the number of
+          steps per completion set the scale of the answer signal (one outcome among K_i steps)
+          and would make ``estimator``/``scale`` meaningless. ``process_weight = 0`` gives the
+          outcome mode exactly.
+
+    Args:
+        rewards: (P, G) sequence rewards.
+        lengths: (P, G) long, completion lengths in tokens (<= width).
+        width: T, the padded completion width of the batch.
+        estimator: a key of ``ADVANTAGE_ESTIMATORS`` (outcome modes).
+        mode: ``outcome``, ``process`` or ``outcome+process``.
+        scale: ``group`` / ``batch`` / ``none`` for ``grpo`` (others accept only the default).
+        eps: added to every std.
+        step_rewards: [P][G][K] step rewards (process modes).
+        step_ends: [P][G][K] 0-based step-end token indices (process modes).
+        process_weight: lambda, the weight of the process term in ``outcome+process``.
+
+    Returns:
+        (P * G, width) float32 advantages; row ``p * G + g`` is completion g of prompt p and
+        positions ``>= lengths[p, g]`` are 0.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown advantage mode {mode!r}; valid: {', '.join(MODES)}")
+    if estimator not in ADVANTAGE_ESTIMATORS:
+        raise ValueError(f"unknown advantage estimator {estimator!r}; valid: {', '.join(sorted(ADVANTAGE_ESTIMATORS))}")
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
+    if estimator in _SCALE_FREE and scale != "group":
+        raise ValueError(f"scale={scale!r} only applies to estimator 'grpo'; {estimator!r} has its own scaling")
+    if rewards.dim() != 2 or lengths.shape != rewards.shape:
+        raise ValueError(f"rewards and lengths must both be (P, G); got {tuple(rewards.shape)} and {tuple(lengths.shape)}")
+    P, G = rewards.shape
+    flat_lengths = lengths.reshape(-1).long().cpu()  # (N,)
+    if flat_lengths.numel() and int(flat_lengths.max()) > width:
+        raise ValueError(f"a completion length {int(flat_lengths.max())} exceeds width {width}")
+    positions = torch.arange(width)  # (T,)
+    valid = positions.unsqueeze(0) < flat_lengths.unsqueeze(1)  # (N, T)
+    out = torch.zeros(P * G, width)  # (N, T)
+
+    if mode in ("outcome", "outcome+process"):
+        sequence = ADVANTAGE_ESTIMATORS[estimator](rewards.detach().float().cpu(), scale=scale, eps=eps)  # (P, G)
+        out += torch.where(valid, sequence.reshape(-1, 1), torch.zeros(()))  # (N, T)
+
+    if mode in ("process", "outcome+process"):
+        if step_rewards is None or step_ends is None:
+            raise ValueError(f"mode {mode!r} needs step_rewards and step_ends")
+        if len(step_rewards) != P or len(step_ends) != P:
+            raise ValueError(f"step_rewards/step_ends need one entry per prompt ({P})")
+        weight = 1.0 if mode == "process" else process_weight
+        for p in range(P):
+            group_lengths = flat_lengths[p * G:(p + 1) * G].tolist()
+            process = process_supervision_advantages(step_rewards[p], step_ends[p], group_lengths, eps=eps)  # (G, L_max)
+            out[p * G:(p + 1) * G, : process.shape[1]] += weight * process
+    return out.to(rewards.device) if rewards.device.type != "cpu" else out

@@ -1,0 +1,282 @@
+"""Policy-gradient losses: per-token log-probs + advantages -> one scalar to differentiate.
+
+Place in the data flow: prompts -> rollouts -> verifier results -> rewards -> advantages ->
+**loss** -> update -> logging.
+
+Everything here is a pure function on tensors (no model, no config object), so each formula can be
+checked by hand on CPU. Shapes: ``B`` completions (rows), ``T`` completion token positions
+(0-based, padding on the right). ``mask`` is 1 on real completion tokens and 0 on padding; padded
+positions may hold any garbage (NaN, inf) and never change the loss, its gradient or the metrics,
+because inputs are sanitised with ``torch.where`` (``0 * nan`` is ``nan``, so multiplying by the
+mask is not enough).
+
+The loss is the clipped surrogate of PPO as used by GRPO (DeepSeekMath, arXiv 2402.03300, eq. 3)::
+
+    ratio_t   = exp(logp_t - old_logp_t)                  (token level, or GSPO sequence level)
+    pg_t      = -min(ratio_t * A_t, clip(ratio_t, 1 - eps_low, 1 + eps_high) * A_t)
+    loss_t    = pg_t + beta * KL_t                         (KL inside the token aggregation)
+    loss      = aggregate(loss_t)                          (grpo / bnpo / dr_grpo / dapo)
+
+Departures from the paper, all opt-in: clip-higher (DAPO), dual clip ``delta`` (TRL/INTELLECT-2),
+sequence-level ratio (GSPO), token-level aggregations (DAPO, Dr. GRPO) and the ratio-corrected KL
+estimator ``k3_ratio`` (arXiv 2506.09477).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+KL_ESTIMATORS = ("k1", "k2", "k3", "k3_ratio")
+IMPORTANCE_LEVELS = ("token", "sequence")
+
+
+def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """Mean of ``x`` over the positions where ``mask`` is set; garbage under the mask is ignored.
+
+    Args:
+        x: any shape, e.g. (B, T).
+        mask: same shape as ``x`` (bool or 0/1).
+        dim: reduce this dimension only; None reduces everything.
+
+    Returns:
+        A scalar (``dim=None``) or ``x`` reduced over ``dim``; an empty mask gives 0, not NaN.
+    """
+    keep = mask.bool()
+    values = torch.where(keep, x, torch.zeros_like(x))
+    if dim is None:
+        return values.sum() / keep.sum().clamp(min=1)
+    return values.sum(dim) / keep.sum(dim).clamp(min=1)
+
+
+def entropy_from_logits(logits: Tensor) -> Tensor:
+    """Entropy of the categorical distribution given by ``logits`` along the last dimension.
+
+    Args:
+        logits: (..., V).
+
+    Returns:
+        (...,) entropy in nats, ``logsumexp(l) - sum(softmax(l) * l)`` (stable for large logits).
+    """
+    log_z = torch.logsumexp(logits, dim=-1)  # (...)
+    probs = torch.softmax(logits, dim=-1)  # (..., V)
+    return log_z - (probs * logits).sum(-1)
+
+
+def kl_estimate(
+    logp: Tensor, ref_logp: Tensor, estimator: str = "k3", old_logp: Tensor | None = None
+) -> Tensor:
+    """Per-token estimate of KL(pi || ref) from tokens sampled by the policy (Schulman, 2020).
+
+    With ``log r = ref_logp - logp`` (r = pi_ref / pi_theta at the sampled token):
+
+    - ``k1 = -log r``: unbiased value, high variance, negative half the time. As a loss its
+      expected gradient is 0 (no regularisation).
+    - ``k2 = 0.5 * (log r)^2``: biased value (exact to 2nd order), low variance. As a loss its
+      expected on-policy gradient is the gradient of KL(pi || ref).
+    - ``k3 = (r - 1) - log r``: unbiased, low variance, always >= 0 (DeepSeekMath eq. 4). As a
+      loss its expected gradient is that of the *forward* KL(ref || pi), not of KL(pi || ref)
+      (arXiv 2506.09477).
+    - ``k3_ratio = k3 * w`` with ``w = exp(logp - stopgrad(old))``, where ``old = old_logp`` if
+      given, else ``logp`` itself. On-policy ``w`` is 1 in value, so the value equals k3, but its
+      gradient ``(d k3) + k3 * d logp`` is the unbiased gradient of KL(pi || ref) (the score-function
+      term k3 was missing). Off-policy (``old_logp`` from the sampler) ``w`` is the importance
+      weight that makes the value an unbiased estimate of KL(pi || ref) from pi_old's samples; this
+      is TRL's ``use_bias_correction_kl``.
+
+    Args:
+        logp: (B, T) log pi_theta of the sampled tokens (differentiable).
+        ref_logp: (B, T) log pi_ref of the same tokens.
+        estimator: one of ``KL_ESTIMATORS``.
+        old_logp: (B, T) sampler log-probs, only used by ``k3_ratio``.
+
+    Returns:
+        (B, T) per-token estimate (no masking; see :func:`policy_loss` for that).
+    """
+    log_r = ref_logp - logp  # (B, T)
+    if estimator == "k1":
+        return -log_r
+    if estimator == "k2":
+        return 0.5 * log_r.square()
+    if estimator in ("k3", "k3_ratio"):
+        k3 = torch.expm1(log_r) - log_r  # (B, T); expm1 keeps precision when r is close to 1
+        if estimator == "k3":
+            return k3
+        anchor = (logp if old_logp is None else old_logp).detach()
+        return k3 * torch.exp(logp - anchor)
+    raise ValueError(f"unknown kl_estimator {estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
+
+
+# --- token-loss aggregation -------------------------------------------------------------------
+# Each aggregation maps (per_token_loss (B, T) with zeros on padding, mask (B, T) bool, options)
+# to a scalar. They differ only in the normaliser, which decides how a token's gradient is
+# weighted against sequence length (Dr. GRPO, arXiv 2503.20783, §3).
+
+LossAggregation = Callable[..., Tensor]
+LOSS_AGGREGATIONS: dict[str, LossAggregation] = {}
+
+
+def register_loss_aggregation(name: str) -> Callable[[LossAggregation], LossAggregation]:
+    """Decorator adding a token-loss aggregation under ``name`` (the ``loss.type`` value)."""
+
+    def decorator(fn: LossAggregation) -> LossAggregation:
+        if name in LOSS_AGGREGATIONS:
+            raise ValueError(f"loss aggregation {name!r} is already registered")
+        LOSS_AGGREGATIONS[name] = fn
+        return fn
+
+    return decorator
+
+
+@register_loss_aggregation("grpo")
+def _aggregate_grpo(per_token: Tensor, mask: Tensor, **_: object) -> Tensor:
+    """DeepSeekMath eq. 3: 1/|o_i| token mean per sequence, then the mean over sequences.
+
+    Shorter sequences get larger per-token weight (the length bias Dr. GRPO points out).
+    """
+    per_sequence = per_token.sum(-1) / mask.sum(-1).clamp(min=1)  # (B,)
+    return per_sequence.mean()
+
+
+@register_loss_aggregation("bnpo")
+def _aggregate_bnpo(per_token: Tensor, mask: Tensor, **_: object) -> Tensor:
+    """Token sum over the batch / number of active tokens in this batch (TRL ``bnpo``)."""
+    return per_token.sum() / mask.sum().clamp(min=1)
+
+
+@register_loss_aggregation("dr_grpo")
+def _aggregate_dr_grpo(
+    per_token: Tensor, mask: Tensor, *, max_completion_length: int | None = None, **_: object
+) -> Tensor:
+    """Dr. GRPO: token sum / (B * max_completion_length), a constant that ignores lengths."""
+    if max_completion_length is None or max_completion_length <= 0:
+        raise ValueError("loss_type='dr_grpo' needs max_completion_length > 0 (the generation budget)")
+    return per_token.sum() / (per_token.shape[0] * max_completion_length)
+
+
+@register_loss_aggregation("dapo")
+def _aggregate_dapo(
+    per_token: Tensor, mask: Tensor, *, num_items_in_batch: Tensor | int | None = None, **_: object
+) -> Tensor:
+    """DAPO token-level loss (arXiv 2503.14476, eq. 8): token sum / tokens of the whole batch.
+
+    ``num_items_in_batch`` is the active-token count of the full generation batch when the batch is
+    split into micro-batches (gradient accumulation); without it this equals ``bnpo``.
+    """
+    if num_items_in_batch is None:
+        return per_token.sum() / mask.sum().clamp(min=1)
+    total = torch.as_tensor(num_items_in_batch, dtype=per_token.dtype, device=per_token.device)
+    return per_token.sum() / total.clamp(min=1)
+
+
+def policy_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    loss_type: str = "grpo",
+    epsilon_low: float = 0.2,
+    epsilon_high: float | None = None,
+    delta: float | None = None,
+    beta: float = 0.0,
+    ref_logp: Tensor | None = None,
+    kl_estimator: str = "k3",
+    importance_level: str = "token",
+    max_completion_length: int | None = None,
+    num_items_in_batch: Tensor | int | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Clipped-surrogate GRPO loss with optional KL to a reference policy.
+
+    Args:
+        logp: (B, T) log pi_theta of the sampled completion tokens (differentiable).
+        old_logp: (B, T) log-probs of the policy that sampled them (no gradient is taken).
+        advantages: (B,) sequence advantages, or (B, T) per-token ones (process supervision).
+        mask: (B, T) 1 on completion tokens that enter the loss, 0 on padding / masked rows.
+        loss_type: aggregation, a key of ``LOSS_AGGREGATIONS``: ``grpo`` (per-sequence token mean,
+            then mean over sequences), ``bnpo`` (sum / active tokens here), ``dr_grpo``
+            (sum / (B * max_completion_length)), ``dapo`` (sum / ``num_items_in_batch``, else as bnpo).
+        epsilon_low: lower clip range, ratio floor ``1 - epsilon_low``.
+        epsilon_high: upper clip range, ratio ceiling ``1 + epsilon_high``; None -> ``epsilon_low``.
+        delta: dual-clip bound: the *unclipped* ratio is capped at ``delta`` (TRL semantics), which
+            bounds the loss of tokens with A < 0 whose ratio exploded. None: off.
+        beta: KL coefficient; 0 never reads ``ref_logp``.
+        ref_logp: (B, T) reference log-probs, required when ``beta != 0``.
+        kl_estimator: ``k1``, ``k2``, ``k3`` (default, DeepSeekMath eq. 4) or ``k3_ratio`` (k3 times
+            the importance ratio ``pi / old``: same value on-policy, gradient of KL(pi || ref);
+            see :func:`kl_estimate`).
+        importance_level: ``token`` (per-token ratio) or ``sequence`` (GSPO, arXiv 2507.18071:
+            ``exp(mean_t log ratio)`` shared by all tokens of the row).
+        max_completion_length: generation budget, required by ``dr_grpo``.
+        num_items_in_batch: active-token count of the whole batch for ``dapo`` under gradient
+            accumulation.
+
+    Returns:
+        ``(loss, metrics)``: the scalar loss to minimise and python floats ``pg_loss`` (the
+        aggregated policy term alone), ``clip_frac`` / ``clip_frac_low`` / ``clip_frac_high``
+        (fraction of active tokens whose gradient the clip removed: ratio > 1+eps_high with A > 0,
+        or ratio < 1-eps_low with A < 0), ``ratio_mean``, and ``kl`` (masked mean of the KL
+        estimate) when ``beta != 0``; ``dual_clip_frac`` when ``delta`` is set.
+    """
+    if loss_type not in LOSS_AGGREGATIONS:
+        raise ValueError(f"unknown loss_type {loss_type!r}; valid: {', '.join(sorted(LOSS_AGGREGATIONS))}")
+    if importance_level not in IMPORTANCE_LEVELS:
+        raise ValueError(
+            f"unknown importance_level {importance_level!r}; valid: {', '.join(IMPORTANCE_LEVELS)}"
+        )
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"unknown kl_estimator {kl_estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
+    if beta != 0 and ref_logp is None:
+        raise ValueError("beta != 0 needs ref_logp")
+    if logp.shape != old_logp.shape or logp.shape != mask.shape:
+        raise ValueError(f"shape mismatch: logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)}, "
+                         f"mask {tuple(mask.shape)}")
+    eps_high = epsilon_low if epsilon_high is None else epsilon_high
+    keep = mask.bool()  # (B, T)
+    zero = torch.zeros_like(logp)
+
+    # Sanitise first: padding may hold NaN/inf, and any arithmetic on it (even times 0) would leak
+    # NaN into the sum or the gradient. where() gives padded positions value 0 and gradient 0.
+    logp_ = torch.where(keep, logp, zero)  # (B, T)
+    old_ = torch.where(keep, old_logp.detach(), zero)  # (B, T)
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(-1)  # (B, 1)
+    adv = torch.where(keep, advantages.detach().to(logp.dtype).expand_as(logp), zero)  # (B, T)
+
+    log_ratio = logp_ - old_  # (B, T), 0 on padding
+    if importance_level == "sequence":
+        # GSPO: geometric mean of the token ratios of the row, i.e. length-normalised sequence ratio
+        seq_log_ratio = log_ratio.sum(-1, keepdim=True) / keep.sum(-1, keepdim=True).clamp(min=1)  # (B, 1)
+        log_ratio = seq_log_ratio.expand_as(logp)  # (B, T)
+    ratio = torch.exp(log_ratio)  # (B, T)
+    clipped_ratio = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + eps_high)  # (B, T)
+    unclipped_ratio = ratio if delta is None else torch.clamp(ratio, max=delta)  # (B, T)
+    pg_per_token = -torch.minimum(unclipped_ratio * adv, clipped_ratio * adv)  # (B, T)
+    pg_per_token = torch.where(keep, pg_per_token, zero)
+
+    aggregate = LOSS_AGGREGATIONS[loss_type]
+    options = {"max_completion_length": max_completion_length, "num_items_in_batch": num_items_in_batch}
+    per_token = pg_per_token
+    metrics: dict[str, float] = {}
+    if beta != 0:
+        assert ref_logp is not None
+        ref_ = torch.where(keep, ref_logp.detach(), zero)  # (B, T)
+        kl = kl_estimate(logp_, ref_, kl_estimator, old_logp=old_)  # (B, T)
+        kl = torch.where(keep, kl, zero)
+        per_token = pg_per_token + beta * kl  # KL sits inside the token aggregation (eq. 3)
+        metrics["kl"] = float(masked_mean(kl.detach(), keep))
+    loss = aggregate(per_token, keep, **options)
+
+    with torch.no_grad():
+        low = (ratio < 1.0 - epsilon_low) & (adv < 0) & keep  # clip floor removed the gradient
+        high = (ratio > 1.0 + eps_high) & (adv > 0) & keep  # clip ceiling removed the gradient
+        metrics["pg_loss"] = float(aggregate(pg_per_token.detach(), keep, **options))
+        metrics["clip_frac_low"] = float(masked_mean(low.float(), keep))
+        metrics["clip_frac_high"] = float(masked_mean(high.float(), keep))
+        metrics["clip_frac"] = float(masked_mean((low | high).float(), keep))
+        metrics["ratio_mean"] = float(masked_mean(ratio, keep))
+        if delta is not None:
+            metrics["dual_clip_frac"] = float(masked_mean(((ratio > delta) & (adv < 0)).float(), keep))
+    return loss, metrics
