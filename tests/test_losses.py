@@ -150,7 +150,7 @@ def test_beta_zero_never_touches_ref():
     logp, old, adv, mask = _batch()
     loss_a, m_a = policy_loss(logp, old, adv, mask, beta=0.0, ref_logp=None)
     loss_b, m_b = policy_loss(logp, old, adv, mask, beta=0.0, ref_logp=torch.full((2, 3), NAN))
-    assert float(loss_a) == float(loss_b) and m_a == m_b
+    assert loss_a.item() == loss_b.item() and m_a == m_b
 
 
 def _categorical(seed: int = 0, vocab: int = 5):

@@ -1,0 +1,141 @@
+"""Rewards: verifier scores -> one scalar (or per-token) reward per completion.
+
+Place in the data flow: prompts -> rollouts -> verifier results -> **rewards** -> advantages ->
+loss -> update -> logging.
+
+Pure functions on tensors. ``N`` completions, ``V`` verifiers, ``T`` completion token positions.
+
+- :func:`combine_rewards`: weighted sum of several verifiers' scores (TRL ``reward_weights``,
+  "sum then normalise").
+- :func:`overlong_penalty`: DAPO soft overlong punishment (arXiv 2503.14476, eq. 13), added to the
+  reward before the advantages.
+- KL in the reward (``loss.kl_placement = "reward"``), the PPO / InstructGPT placement
+  (DeepSeekMath eq. 2: ``r_t = r_phi(q, o_<=t) - beta * log(pi(o_t) / pi_ref(o_t))``):
+
+  * with outcome advantages (GRPO, RLOO, REINFORCE++-baseline), the trainer subtracts the
+    completion's summed k1, :func:`kl_penalized_sequence_rewards`, from the reward *before*
+    :func:`verifrl.advantages.token_advantages` and passes ``beta=0`` to the loss (the KL then
+    acts through the score function, whose expected gradient is that of KL(pi || ref)); this is
+    TRL's RLOOTrainer and OpenRLHF's default. Note that group z-scoring rescales the penalty by
+    1/std of the penalised rewards (the reason DeepSeekMath moved KL into the loss, §4.1);
+  * :func:`kl_penalized_token_rewards` + :func:`returns_to_go` give the per-token form (reward
+    -beta*k1 on every token, the sequence reward on the last one, undiscounted return-to-go), for
+    REINFORCE++-style token advantages; the sum over a row of the token rewards equals
+    :func:`kl_penalized_sequence_rewards`.
+
+  The log-probs used here are those of the sampler (``old``) and are not differentiated.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+
+def combine_rewards(scores: Tensor, weights: Sequence[float]) -> Tensor:
+    """Weighted sum of verifier scores.
+
+    Args:
+        scores: (N, V) score of each completion under each verifier.
+        weights: V weights.
+
+    Returns:
+        (N,) ``sum_v weights[v] * scores[:, v]``. A NaN score propagates (a verifier failure must be
+        decided upstream, see ``reward.on_verifier_error``).
+    """
+    if scores.dim() != 2 or scores.shape[1] != len(weights):
+        raise ValueError(f"scores {tuple(scores.shape)} need one column per weight ({len(weights)})")
+    w = torch.tensor(list(weights), dtype=torch.float32, device=scores.device)  # (V,)
+    return (scores.float() * w).sum(-1)  # (N,)
+
+
+def overlong_penalty(lengths: Tensor, max_length: int, cache_length: int) -> Tensor:
+    """DAPO soft overlong punishment (arXiv 2503.14476, eq. 13; TRL ``get_soft_overlong_punishment``).
+
+    ``R(L) = 0`` if ``L <= max - cache``; ``((max - cache) - L) / cache`` if
+    ``max - cache < L <= max`` (a linear ramp from 0 to -1); ``-1`` if ``L > max``.
+
+    Args:
+        lengths: (N,) completion lengths in tokens.
+        max_length: L_max, the generation budget.
+        cache_length: L_cache, the width of the ramp (0: only lengths above L_max are punished).
+
+    Returns:
+        (N,) float penalties in [-1, 0], to add to the reward.
+    """
+    if cache_length < 0 or cache_length > max_length:
+        raise ValueError(f"need 0 <= cache_length ({cache_length}) <= max_length ({max_length})")
+    lengths = lengths.float()
+    safe_zone = max_length - cache_length
+    if cache_length > 0:
+        ramp = (safe_zone - lengths) / cache_length  # (N,)
+    else:
+        ramp = torch.zeros_like(lengths)
+    penalty = torch.where(lengths <= safe_zone, torch.zeros_like(lengths), ramp)
+    return torch.where(lengths > max_length, torch.full_like(lengths, -1.0), penalty)  # (N,)
+
+
+def kl_penalized_token_rewards(
+    rewards: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tensor, beta: float
+) -> Tensor:
+    """Per-token rewards with the KL penalty inside (PPO / InstructGPT; DeepSeekMath eq. 2).
+
+    ``token_reward[i, t] = -beta * (logp[i, t] - ref_logp[i, t])`` (k1) on every completion token,
+    plus ``rewards[i]`` on the completion's last token.
+
+    Args:
+        rewards: (N,) sequence rewards.
+        logp: (N, T) sampler log-probs of the completion tokens.
+        ref_logp: (N, T) reference log-probs of the same tokens.
+        mask: (N, T) 1 on completion tokens; padding may hold garbage.
+        beta: KL coefficient.
+
+    Returns:
+        (N, T) token rewards, 0 on padding. A row with no tokens carries no reward.
+    """
+    keep = mask.bool()  # (N, T)
+    zero = torch.zeros_like(logp, dtype=torch.float32)
+    k1 = torch.where(keep, logp.detach().float() - ref_logp.detach().float(), zero)  # (N, T)
+    token_rewards = -beta * k1  # (N, T)
+    lengths = keep.sum(-1)  # (N,)
+    last = (lengths - 1).clamp(min=0)  # (N,) index of the last completion token
+    outcome = torch.where(lengths > 0, rewards.float(), torch.zeros_like(rewards, dtype=torch.float32))  # (N,)
+    return token_rewards.scatter_add(1, last.unsqueeze(1), outcome.unsqueeze(1))
+
+
+def kl_penalized_sequence_rewards(
+    rewards: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tensor, beta: float
+) -> Tensor:
+    """Sequence reward minus the summed per-token k1 (TRL RLOOTrainer): ``r - beta * sum_t k1``.
+
+    Args:
+        rewards: (N,); logp, ref_logp, mask: (N, T) as in :func:`kl_penalized_token_rewards`.
+        beta: KL coefficient.
+
+    Returns:
+        (N,) penalised rewards, to feed to the outcome advantage estimators.
+    """
+    return kl_penalized_token_rewards(rewards, logp, ref_logp, mask, beta).sum(-1)
+
+
+def returns_to_go(token_rewards: Tensor, mask: Tensor, gamma: float = 1.0) -> Tensor:
+    """Discounted return from each token: ``G[t] = r[t] + gamma * G[t + 1]``, 0 on padding.
+
+    Args:
+        token_rewards: (N, T).
+        mask: (N, T) 1 on completion tokens (right padding).
+        gamma: discount (1.0: the undiscounted suffix sum of DeepSeekMath process supervision).
+
+    Returns:
+        (N, T) returns.
+    """
+    keep = mask.bool()
+    rewards = torch.where(keep, token_rewards.float(), torch.zeros_like(token_rewards, dtype=torch.float32))
+    out = torch.zeros_like(rewards)  # (N, T)
+    running = torch.zeros(rewards.shape[0], dtype=rewards.dtype, device=rewards.device)  # (N,)
+    for t in range(rewards.shape[1] - 1, -1, -1):  # T is a few hundred: a loop is clear and cheap
+        running = rewards[:, t] + gamma * running
+        out[:, t] = running
+    return torch.where(keep, out, torch.zeros_like(out))

@@ -1,0 +1,182 @@
+"""Step segmentation: completion text -> reasoning steps -> the token where each step ends.
+
+Place in the data flow: prompts -> rollouts -> **verifier results** (step spans) -> rewards ->
+advantages (step-end token indices for process supervision) -> loss -> update -> logging.
+
+Three pure pieces, used by the step verifier (``verifiers/steps.py``) and by the trainer:
+
+1. :func:`split_steps` cuts the decoded completion into character spans ``(start, end)``
+   (end exclusive). Boundary rule: the spans tile the text from 0 to ``len(text)``; a step starts
+   where its first line starts, the delimiter newline(s) after a step belong to that step, the
+   first step also takes any leading blank text and the last step extends to the end of the text
+   (so trailing text is covered; algorithms.md §3.5, §3.9). Whitespace-only text has no steps.
+2. :func:`token_char_offsets` gives each *sampled* token its character span in
+   ``tokenizer.decode(token_ids, skip_special_tokens=True)`` by decoding the ids incrementally;
+   the text is never re-tokenised (re-encoding can merge or split differently from what was
+   sampled). Special tokens (EOS) and tokens that only complete a multi-byte character decode to
+   nothing new and get an empty span.
+3. :func:`step_end_tokens` maps each step to the 0-based index of the token containing the step's
+   last character; a token that straddles a boundary belongs to the earlier step (it holds that
+   step's last character). A step that reaches the end of the text ends at the completion's last
+   token, trailing special tokens (EOS) included.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Sequence, Union
+
+Span = tuple[int, int]
+Segmenter = Union[str, Callable[[str], Sequence[Span]]]
+
+SEGMENTERS = ("line", "step_marker", "paragraph")
+# "Step 3:", "step 3.", "Step 3)" at the start of a line, and the final-answer line
+_STEP_MARKER = re.compile(r"^[ \t]*(?:step[ \t]*\d+[ \t]*[:.)]|answer[ \t]*:)", re.IGNORECASE | re.MULTILINE)
+_LINE = re.compile(r"[^\n]*\n?")
+
+
+def _tile(starts: list[int], length: int) -> list[Span]:
+    """Spans from sorted step starts: step k runs to the start of step k + 1; first from 0."""
+    if not starts:
+        return []
+    starts = [0] + starts[1:]
+    return [(s, e) for s, e in zip(starts, starts[1:] + [length])]
+
+
+def _line_starts(text: str) -> list[tuple[int, str]]:
+    """(start offset, content) of each line, newline excluded."""
+    out = []
+    for match in _LINE.finditer(text):
+        if match.start() == len(text) and not match.group():
+            break
+        out.append((match.start(), match.group().rstrip("\n")))
+    return out
+
+
+def split_steps(text: str, segmenter: Segmenter = "line") -> list[Span]:
+    """Character spans of the reasoning steps of ``text``.
+
+    Args:
+        text: the decoded completion.
+        segmenter: ``"line"`` (default: one step per non-blank line), ``"paragraph"`` (blocks
+            separated by blank lines), ``"step_marker"`` (a step starts at each "Step k:" line and
+            at the "Answer:" line; no marker -> the whole text is one step), or a callable
+            ``text -> spans`` (checked: sorted, non-overlapping, inside the text).
+
+    Returns:
+        ``[(start, end), ...]`` end exclusive, tiling ``[0, len(text))`` for the built-ins (see
+        the module docstring for the boundary rule); ``[]`` for whitespace-only text.
+    """
+    if callable(segmenter):
+        spans = [(int(s), int(e)) for s, e in segmenter(text)]
+        previous_end = 0
+        for s, e in spans:
+            if not previous_end <= s <= e <= len(text):
+                raise ValueError(f"segmenter returned bad span {(s, e)} (sorted, non-overlapping, within "
+                                 f"the {len(text)} characters)")
+            previous_end = e
+        return spans
+    if segmenter not in SEGMENTERS:
+        raise ValueError(f"unknown segmenter {segmenter!r}; valid: {', '.join(SEGMENTERS)} or a callable")
+    if not text.strip():
+        return []
+    lines = _line_starts(text)
+    if segmenter == "line":
+        starts = [start for start, content in lines if content.strip()]
+    elif segmenter == "paragraph":
+        starts, previous_blank = [], True
+        for start, content in lines:
+            blank = not content.strip()
+            if not blank and previous_blank:
+                starts.append(start)
+            previous_blank = blank
+    else:  # step_marker
+        starts = [m.start() for m in _STEP_MARKER.finditer(text)] or [0]
+    return _tile(starts, len(text))
+
+
+def token_char_offsets(tokenizer, token_ids: Sequence[int], window: int = 6) -> list[Span]:
+    """Character span of each sampled token in ``tokenizer.decode(token_ids, skip_special_tokens=True)``.
+
+    Fast path: token k's text is ``decode(ids[k-w : k+1])`` minus ``decode(ids[k-w : k])`` (same
+    start, so tokenizer-specific handling of the first token cancels out). If the pieces do not
+    concatenate to the full decoded text (a multi-byte character split across tokens, clean-up of
+    spaces), fall back to cumulative decoding, where token k ends at the longest common prefix of
+    ``decode(ids[:k+1])`` and the full text (monotone, so spans never overlap).
+
+    Args:
+        tokenizer: a Hugging Face tokenizer (``decode`` with ``skip_special_tokens``).
+        token_ids: the completion's sampled ids, EOS included if sampled.
+        window: tokens of left context for the fast path.
+
+    Returns:
+        One ``(start, end)`` per token, tiling the decoded text; special tokens get an empty span.
+    """
+    ids = [int(i) for i in token_ids]
+
+    def decode(part: Sequence[int]) -> str:
+        return tokenizer.decode(list(part), skip_special_tokens=True)
+
+    full = decode(ids)
+    spans: list[Span] = []
+    position = 0
+    pieces = []
+    for k in range(len(ids)):
+        start = max(0, k - window)
+        before, upto = decode(ids[start:k]), decode(ids[start:k + 1])
+        if not upto.startswith(before):
+            break
+        piece = upto[len(before):]
+        pieces.append(piece)
+        spans.append((position, position + len(piece)))
+        position += len(piece)
+    if len(spans) == len(ids) and "".join(pieces) == full:
+        return spans
+
+    spans, previous = [], 0
+    for k in range(len(ids)):
+        prefix = decode(ids[:k + 1])
+        common = 0
+        limit = min(len(prefix), len(full))
+        while common < limit and prefix[common] == full[common]:
+            common += 1
+        end = max(previous, common)
+        spans.append((previous, end))
+        previous = end
+    if spans:  # whatever the last decode left out (e.g. clean-up) belongs to the last token
+        spans[-1] = (spans[-1][0], len(full)) if spans[-1][1] < len(full) else spans[-1]
+    return spans
+
+
+def step_end_tokens(spans: Sequence[Span], token_offsets: Sequence[Span]) -> list[int]:
+    """For each step, the 0-based index of the token that contains the step's last character.
+
+    Args:
+        spans: step character spans (end exclusive), e.g. from :func:`split_steps`.
+        token_offsets: per-token character spans, from :func:`token_char_offsets`.
+
+    Returns:
+        One token index per step. A token straddling a step boundary is the end of the earlier
+        step; a step reaching the end of the text (or an empty step at the end) ends at the last
+        token, so trailing special tokens are covered; an empty step elsewhere ends at the token
+        holding the character just before it (or token 0).
+    """
+    if not token_offsets:
+        if spans:
+            raise ValueError("steps given for a completion with no tokens")
+        return []
+    text_end = max(end for _, end in token_offsets)
+    ends: list[int] = []
+    for start, end in spans:
+        if end > text_end:
+            raise ValueError(f"step span {(start, end)} goes past the decoded text ({text_end} characters)")
+        if end >= text_end:
+            ends.append(len(token_offsets) - 1)
+            continue
+        last_char = max(end - 1, 0)
+        # first token whose span covers last_char (empty spans cover nothing)
+        index = next((i for i, (s, e) in enumerate(token_offsets) if s <= last_char < e), None)
+        if index is None:
+            raise ValueError(f"no token covers character {last_char}")
+        ends.append(index)
+    return ends
