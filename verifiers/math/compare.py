@@ -1,0 +1,584 @@
+"""Equivalence of two parsed answers under a :class:`~verifiers.math.policy.Policy`.
+
+Place: ``reading -> **compare**``; runs inside the guarded worker process (see :mod:`guard`)
+because sympy work is unbounded in general.
+
+Order of checks for two expressions: structural equality; then, without free symbols, a
+40-digit numeric comparison (exact answers must agree to 1e-15 relative, i.e. exactly up to
+evaluation noise; ``rel_tol`` when a decimal was written; an integer reference needs an
+integer-valued prediction); with free symbols, evaluation at five fixed irrational-looking points
+(positive and negative) with the same tolerances, and ``simplify(a - b) == 0`` only when the
+points cannot be evaluated (unknown functions). Structures are compared recursively: tuples and
+matrices in order, sets and bare lists as multisets, intervals with their end types, equations up
+to a non-zero factor, inequalities up to a positive factor (or by their solution sets).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import sympy as sp
+
+from verifiers.math.parse import (DEG, MARKERS, PCT, PM, BaseNum, Bracket, Clock, ListOf, Matrix,
+                                  Ratio, Rel, SetOf, Text, Union, WithUnit)
+from verifiers.math.policy import Policy
+from verifiers.math.reading import Reading
+from verifiers.math.units import convert_factor
+
+_PREC = 40
+_EXACT_TOL = sp.Float("1e-15", _PREC)
+_POINTS = (sp.Rational(731, 1000), sp.Rational(1379, 1000), sp.Rational(-613, 1000),
+           sp.Rational(2417, 1000), sp.Rational(-1813, 1000))
+_SYMBOL_SHIFT = sp.Rational(317, 1000)
+
+
+class Ctx:
+    """Per-comparison context: policy and what each side showed of its precision."""
+
+    def __init__(self, policy: Policy, gold: Reading, pred: Reading) -> None:
+        self.policy = policy
+        self.gold = gold
+        self.pred = pred
+
+    @property
+    def tol(self) -> sp.Float:
+        if self.gold.decimal or self.pred.decimal:
+            return sp.Float(max(self.policy.rel_tol, 1e-15), _PREC)
+        return _EXACT_TOL
+
+
+def readings_equal(gold: Reading, pred: Reading, policy: Policy) -> bool:
+    return equal(gold.node, pred.node, Ctx(policy, gold, pred))
+
+
+# -- structure -------------------------------------------------------------------------------------
+def _is_name(x: Any) -> bool:
+    """Left side of an assignment: x, x_1, f(x), AB, |AB|, \\alpha."""
+    if isinstance(x, sp.Symbol) and x not in MARKERS:
+        return True
+    if isinstance(x, sp.core.function.AppliedUndef):
+        return True
+    if isinstance(x, sp.Abs) and _is_name(x.args[0]):
+        return True
+    if isinstance(x, sp.Mul) and len(x.args) <= 3 and all(isinstance(a, sp.Symbol) for a in x.args):
+        return True
+    return False
+
+
+def unwrap(node: Any) -> Any:
+    """Strip assignments (``x = 3`` -> 3, ``z = 1+1 = 2`` -> 2, ``x \\in S`` -> S) and expand
+    ``\\pm`` into a two-element list."""
+    if isinstance(node, Rel):
+        ops, items = node.ops, node.items
+        if "~" in ops:
+            # "x = 1/3 \approx 0.33": the value is what precedes the approximation
+            cut = ops.index("~")
+            if cut == 0 or (cut == 1 and _is_name(items[0])):
+                return unwrap(items[cut + 1])
+            return unwrap(Rel(items[:cut + 1], ops[:cut]) if cut > 1 else items[cut])
+        if all(o == "=" for o in ops) and (len(items) > 2 or _is_name(items[0])):
+            return unwrap(items[-1])
+        if ops == ("in",) and _is_name(items[0]):
+            return unwrap(items[1])
+        return node
+    if isinstance(node, sp.Expr) and node.has(PM):
+        plus, minus = node.subs(PM, 1), node.subs(PM, -1)
+        return ListOf((plus, minus))
+    if isinstance(node, ListOf):
+        flat: list = []
+        for it in node.items:
+            u = unwrap(it)
+            if isinstance(u, ListOf):
+                flat.extend(u.items)
+            else:
+                flat.append(u)
+        return ListOf(tuple(flat))
+    return node
+
+
+def _names(node: Any) -> tuple | None:
+    if isinstance(node, Rel) and node.ops == ("=",) and _is_name(node.items[0]):
+        return (node.items[0],)
+    return None
+
+
+def equal(g: Any, p: Any, ctx: Ctx) -> bool:
+    if g == p and not isinstance(g, Text):
+        return True
+    # assignment names must agree when strict and both sides name them
+    if ctx.policy.strict_names:
+        ng, np_ = _names(g), _names(p)
+        if ng and np_ and ng != np_:
+            return False
+    # a list of name=value pairs on both sides: compare as a mapping when the names agree
+    if isinstance(g, ListOf) and isinstance(p, ListOf):
+        mg, mp = _mapping(g), _mapping(p)
+        if mg is not None and mp is not None and set(mg) == set(mp):
+            return all(equal(mg[k], mp[k], ctx) for k in mg)
+    if _is_equation(g) and _is_equation(p) and _rel_equal(g, p, ctx):
+        return True  # y = -x/2 + 3/4 and 2x + 4y - 3 = 0 are the same line
+    g, p = unwrap(g), unwrap(p)
+    if isinstance(g, Text) or isinstance(p, Text):
+        return isinstance(g, Text) and isinstance(p, Text) and g.text == p.text
+    if isinstance(g, WithUnit) or isinstance(p, WithUnit):
+        return _unit_equal(g, p, ctx)
+    if isinstance(g, ListOf) and len(g.items) == 1:
+        g = g.items[0]
+    if isinstance(p, ListOf) and len(p.items) == 1:
+        p = p.items[0]
+    if isinstance(g, (ListOf, SetOf)) or isinstance(p, (ListOf, SetOf)):
+        return _collection_equal(g, p, ctx)
+    if isinstance(g, Matrix) or isinstance(p, Matrix):
+        return _matrix_equal(g, p, ctx)
+    if isinstance(g, (Union,)) or isinstance(p, Union):
+        return _set_equal(g, p, ctx)
+    if isinstance(g, Bracket) and isinstance(p, Bracket):
+        return _bracket_equal(g, p, ctx)
+    if isinstance(g, Rel) or isinstance(p, Rel):
+        return _rel_equal(g, p, ctx)
+    if isinstance(g, Bracket) or isinstance(p, Bracket):
+        return False
+    if isinstance(g, Clock) or isinstance(p, Clock):
+        return isinstance(g, Clock) and isinstance(p, Clock) and g.seconds == p.seconds
+    if isinstance(g, Ratio) or isinstance(p, Ratio):
+        return _ratio_equal(g, p, ctx)
+    if isinstance(g, BaseNum) or isinstance(p, BaseNum):
+        return _base_equal(g, p)
+    if isinstance(g, sp.Basic) and isinstance(p, sp.Basic):
+        return scalar_equal(g, p, ctx)
+    return False
+
+
+def _is_equation(x: Any) -> bool:
+    return isinstance(x, Rel) and x.ops == ("=",) and all(isinstance(i, sp.Expr) for i in x.items)
+
+
+def _mapping(node: ListOf) -> dict | None:
+    out = {}
+    for it in node.items:
+        if not (isinstance(it, Rel) and it.ops == ("=",) and _is_name(it.items[0])):
+            return None
+        out[it.items[0]] = it.items[1]
+    return out if len(out) == len(node.items) else None
+
+
+def _multiset_equal(gs: list, ps: list, ctx: Ctx) -> bool:
+    if len(gs) != len(ps):
+        return False
+    used = [False] * len(ps)
+    for gi in gs:
+        for j, pj in enumerate(ps):
+            if not used[j] and equal(gi, pj, ctx):
+                used[j] = True
+                break
+        else:
+            return False
+    return True
+
+
+def _dedupe(items: list, ctx: Ctx) -> list:
+    out: list = []
+    for it in items:
+        if not any(equal(o, it, ctx) for o in out):
+            out.append(it)
+    return out
+
+
+def _collection_equal(g: Any, p: Any, ctx: Ctx) -> bool:
+    def items(x: Any) -> list | None:
+        if isinstance(x, (ListOf, SetOf)):
+            return list(x.items)
+        return None
+
+    gi, pi = items(g), items(p)
+    if gi is None or pi is None:
+        # a bare list against a tuple: in order ({1,3} written without \{ is the list 1,3)
+        other, lst = (g, p) if gi is None else (p, g)
+        if isinstance(lst, ListOf) and isinstance(other, Bracket) and len(other.items) == len(lst.items):
+            return all(equal(a, b, ctx) for a, b in zip(
+                (g.items if isinstance(g, (ListOf, Bracket)) else ()),
+                (p.items if isinstance(p, (ListOf, Bracket)) else ())))
+        if isinstance(lst, ListOf) and isinstance(other, Matrix):
+            return _matrix_equal(g, p, ctx)
+        return False
+    if isinstance(g, SetOf) or isinstance(p, SetOf):
+        gi, pi = _dedupe(gi, ctx), _dedupe(pi, ctx)
+        return _multiset_equal(gi, pi, ctx)
+    if ctx.policy.ordered_lists:
+        return len(gi) == len(pi) and all(equal(a, b, ctx) for a, b in zip(gi, pi))
+    return _multiset_equal(gi, pi, ctx)
+
+
+def _matrix_cells(x: Any) -> list[list] | None:
+    if isinstance(x, Matrix):
+        return [list(r) for r in x.rows]
+    return None
+
+
+def _matrix_equal(g: Any, p: Any, ctx: Ctx) -> bool:
+    mg, mp = _matrix_cells(g), _matrix_cells(p)
+    if mg is not None and mp is not None:
+        if len(mg) != len(mp) or any(len(a) != len(b) for a, b in zip(mg, mp)):
+            return False
+        return all(equal(a, b, ctx) for ra, rb in zip(mg, mp) for a, b in zip(ra, rb))
+    # a column or row vector against a tuple / list, in order
+    mat, other = (mg, p) if mg is not None else (mp, g)
+    if not isinstance(other, (Bracket, ListOf)):
+        return False
+    flat = [c for r in mat for c in r] if (len(mat) == 1 or all(len(r) == 1 for r in mat)) else None
+    if flat is None or len(flat) != len(other.items):
+        return False
+    pairs = zip(flat, other.items) if mg is not None else zip(other.items, flat)
+    return all(equal(a, b, ctx) for a, b in pairs)
+
+
+def _bracket_equal(g: Bracket, p: Bracket, ctx: Ctx) -> bool:
+    if len(g.items) != len(p.items):
+        return False
+    if len(g.items) == 2 and (g.open, g.close) != (p.open, p.close):
+        return False  # intervals with different end types, or a point vs an interval
+    return all(equal(a, b, ctx) for a, b in zip(g.items, p.items))
+
+
+def _ratio_equal(g: Any, p: Any, ctx: Ctx) -> bool:
+    if isinstance(g, Ratio) and isinstance(p, Ratio):
+        if len(g.parts) != len(p.parts):
+            return False
+        a, b = [sp.sympify(x) for x in g.parts], [sp.sympify(x) for x in p.parts]
+        # proportional: a_i * b_0 == b_i * a_0
+        return all(scalar_equal(a[i] * b[0], b[i] * a[0], ctx) for i in range(1, len(a))) and \
+            not all(x == 0 for x in a)
+    ratio, other = (g, p) if isinstance(g, Ratio) else (p, g)
+    if len(ratio.parts) == 2 and isinstance(other, sp.Expr) and ratio.parts[1] != 0:
+        value = ratio.parts[0] / ratio.parts[1]
+        return scalar_equal(value, other, ctx) if ratio is g else scalar_equal(other, value, ctx)
+    return False
+
+
+def _base_equal(g: Any, p: Any) -> bool:
+    def value(b: BaseNum) -> int | None:
+        try:
+            return int(b.digits, b.base)
+        except ValueError:
+            return None
+
+    if isinstance(g, BaseNum) and isinstance(p, BaseNum):
+        return g.base == p.base and value(g) is not None and value(g) == value(p)
+    b, other = (g, p) if isinstance(g, BaseNum) else (p, g)
+    # the base subscript left off: same digits
+    return isinstance(other, sp.Integer) and str(other) == b.digits.lstrip("0") or (
+        isinstance(other, sp.Integer) and b.base == 10 and value(b) == int(other))
+
+
+def _unit_equal(g: Any, p: Any, ctx: Ctx) -> bool:
+    gu = g.unit if isinstance(g, WithUnit) else None
+    pu = p.unit if isinstance(p, WithUnit) else None
+    gv = g.value if isinstance(g, WithUnit) else g
+    pv = p.value if isinstance(p, WithUnit) else p
+    if gu is not None and pu is not None and ctx.policy.units:
+        factor = convert_factor(pu, gu)
+        if factor is None:
+            return False
+        if factor != 1 and isinstance(pv, sp.Expr):
+            pv = pv * factor
+    elif (gu is None) != (pu is None) and not ctx.policy.units:
+        return False
+    return equal(gv, pv, ctx)
+
+
+# -- sets, intervals and relations -----------------------------------------------------------------
+def _free(x: sp.Expr) -> set:
+    return {s for s in x.free_symbols if s not in MARKERS}
+
+
+def _to_set(node: Any) -> sp.Set | None:
+    """An interval / union / set of numbers as a sympy set (None if it is not one)."""
+    if isinstance(node, Bracket) and len(node.items) == 2 and all(isinstance(i, sp.Expr) for i in node.items):
+        a, b = node.items
+        if _free(a) or _free(b):
+            return None
+        try:
+            return sp.Interval(a, b, node.open == "(", node.close == ")")
+        except (TypeError, ValueError):
+            return None
+    if isinstance(node, Union):
+        parts = [_to_set(x) for x in node.parts]
+        return None if any(x is None for x in parts) else sp.Union(*parts)
+    if isinstance(node, SetOf) and all(isinstance(i, sp.Expr) and not _free(i) for i in node.items):
+        return sp.FiniteSet(*node.items)
+    if node == sp.S.EmptySet:
+        return sp.S.EmptySet
+    return None
+
+
+def _rel_to_set(rel: Rel) -> sp.Set | None:
+    """Solution set over the reals of a univariate inequality chain (``1 \\le |z| < 3``)."""
+    if any(o in ("=", "in") for o in rel.ops):
+        return None
+    if not all(isinstance(i, sp.Expr) for i in rel.items):
+        return None
+    syms = set().union(*[_free(i) for i in rel.items])
+    if len(syms) != 1:
+        # 0 < f(x) < 1: the quantity in the middle is the unknown
+        mid = [i for i in rel.items if _free(i)]
+        if len(mid) == 1 and isinstance(mid[0], sp.core.function.AppliedUndef):
+            syms = {sp.Symbol("__unknown__")}
+            rel = Rel(tuple(sp.Symbol("__unknown__") if i is mid[0] else i for i in rel.items), rel.ops)
+        else:
+            return None
+    x = next(iter(syms))
+    result: sp.Set = sp.S.Reals
+    for (a, b), op in zip(zip(rel.items, rel.items[1:]), rel.ops):
+        cond = {"<": sp.Lt, "<=": sp.Le, ">": sp.Gt, ">=": sp.Ge, "!=": sp.Ne}[op](a, b)
+        xr = sp.Symbol(x.name, real=True)
+        sol = sp.solveset(cond.subs(x, xr), xr, sp.S.Reals)
+        result = sp.Intersection(result, sol)
+    return result
+
+
+def _sets_equal(a: sp.Set, b: sp.Set) -> bool:
+    if a == b:
+        return True
+    try:
+        diff = sp.Union(sp.Complement(a, b), sp.Complement(b, a))
+        return bool(diff.is_empty) or diff == sp.S.EmptySet
+    except (TypeError, ValueError, NotImplementedError):
+        return False
+
+
+def _set_equal(g: Any, p: Any, ctx: Ctx) -> bool:
+    if isinstance(g, Union) and isinstance(p, Union) and len(g.parts) == len(p.parts):
+        if _multiset_equal(list(g.parts), list(p.parts), ctx):
+            return True
+    if isinstance(g, Rel) or isinstance(p, Rel):
+        return _rel_equal(g, p, ctx)
+    sg, sp_ = _to_set(g), _to_set(p)
+    if sg is None or sp_ is None:
+        return False
+    return _sets_equal(sg, sp_)
+
+
+def _rel_parts(rel: Rel) -> list[tuple[sp.Expr, str]]:
+    """Binary relations of a chain as ``(lhs - rhs, op)`` with op in {=, !=, >, >=}."""
+    out = []
+    for (a, b), op in zip(zip(rel.items, rel.items[1:]), rel.ops):
+        a, b = sp.sympify(a), sp.sympify(b)
+        if op in ("<", "<="):
+            out.append((b - a, ">" if op == "<" else ">="))
+        else:
+            out.append((a - b, op))
+    return out
+
+
+def _rel_equal(g: Any, p: Any, ctx: Ctx) -> bool:
+    if isinstance(g, Rel) and isinstance(p, Rel):
+        if not all(isinstance(i, sp.Expr) for i in g.items + p.items):
+            return False
+        if "in" in g.ops or "in" in p.ops:
+            return False
+        gp, pp = _rel_parts(g), _rel_parts(p)
+        if len(gp) == len(pp):
+            if all(_rel_pair_equal(a, b, ctx) for a, b in zip(gp, pp)) or \
+                    all(_rel_pair_equal(a, b, ctx) for a, b in zip(gp, reversed(pp))):
+                return True
+        sg, sp_ = _rel_to_set(g), _rel_to_set(p)
+        return sg is not None and sp_ is not None and _sets_equal(sg, sp_)
+    rel, other = (g, p) if isinstance(g, Rel) else (p, g)
+    if rel is p and not ctx.policy.interval_vs_inequality:
+        return False  # an inequality does not answer for an interval reference
+    srel = _rel_to_set(rel)
+    sother = _to_set(other)
+    if srel is None or sother is None:
+        return False
+    return _sets_equal(srel, sother)
+
+
+def _rel_pair_equal(a: tuple, b: tuple, ctx: Ctx) -> bool:
+    (ea, oa), (eb, ob) = a, b
+    if oa != ob:
+        return False
+    sign = 0 if oa in ("=", "!=") else 1
+    return proportional(ea, eb, ctx, sign)
+
+
+def proportional(a: sp.Expr, b: sp.Expr, ctx: Ctx, sign: int) -> bool:
+    """a == c*b for a constant c != 0 (c > 0 when sign == 1), checked at sample points."""
+    syms = sorted(_free(a) | _free(b), key=lambda s: s.name)
+    if not syms:
+        return False
+    ratios = []
+    for k in range(len(_POINTS)):
+        subs = _point(syms, k)
+        va, vb = _num(a, subs), _num(b, subs)
+        if va is None or vb is None:
+            continue
+        if abs(vb) < 1e-30 or abs(va) < 1e-30:
+            if abs(vb) < 1e-30 and abs(va) < 1e-30:
+                continue
+            return False
+        ratios.append(va / vb)
+    if len(ratios) < 2:
+        return False
+    r0 = ratios[0]
+    if sign == 1 and (abs(sp.im(r0)) > 1e-20 or sp.re(r0) <= 0):
+        return False
+    return all(_close(r, r0, ctx.tol) for r in ratios[1:])
+
+
+# -- scalars ---------------------------------------------------------------------------------------
+def _point(syms: list, k: int) -> dict:
+    n = len(_POINTS)
+    return {s: _POINTS[(k + i) % n] + i * _SYMBOL_SHIFT for i, s in enumerate(syms)}
+
+
+_HUGE_LOG10 = 1e5
+
+
+def _log10_size(expr: sp.Expr) -> float:
+    """Rough upper bound of log10 |value| of a constant power tower, without evaluating it."""
+    if isinstance(expr, sp.Pow) and expr.base.is_number and expr.exp.is_number:
+        base = expr.base
+        try:
+            lb = abs(math.log10(abs(complex(base.evalf(15))))) if not base.has(sp.Pow) else _log10_size(base)
+        except (TypeError, ValueError, OverflowError):
+            return math.inf
+        le = _log10_size(expr.exp)
+        if le > 300:
+            return math.inf
+        try:
+            e = abs(float(expr.exp.evalf(15))) if le < 300 else math.inf
+        except (TypeError, ValueError, OverflowError):
+            return math.inf
+        return e * max(lb, 1e-3)
+    if isinstance(expr, sp.factorial) and expr.args[0].is_number:
+        try:
+            n = float(expr.args[0].evalf(15))
+        except (TypeError, ValueError, OverflowError):
+            return math.inf
+        return n * math.log10(max(n, 2))
+    if isinstance(expr, sp.Integer):
+        return len(str(abs(expr.p)))
+    best = 0.0
+    for a in expr.args:
+        if isinstance(a, sp.Expr):
+            best = max(best, _log10_size(a))
+    return best
+
+
+def _too_big(expr: sp.Expr) -> bool:
+    return expr.has(sp.Pow, sp.factorial) and _log10_size(expr) > _HUGE_LOG10
+
+
+def _num(expr: sp.Expr, subs: dict | None = None) -> sp.Expr | None:
+    if _too_big(expr):
+        return None  # astronomically large: only structural equality can decide
+    try:
+        e = expr.subs(subs) if subs else expr
+        v = e.evalf(_PREC)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError, RecursionError, AttributeError):
+        return None
+    if not v.is_number or v.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+        return None
+    return v
+
+
+def _close(a: sp.Expr, b: sp.Expr, tol: sp.Float) -> bool:
+    diff = abs(a - b)
+    scale = max(abs(a), abs(b))
+    return bool(diff <= tol * scale or diff <= sp.Float("1e-30"))
+
+
+def _marker_variants(x: sp.Expr, ctx: Ctx, other_has: bool, marker: sp.Symbol) -> list[sp.Expr]:
+    if not x.has(marker):
+        return [x]
+    if other_has:
+        return [x.subs(marker, 1)]
+    if marker is PCT:
+        return [x.subs(PCT, 1), x.subs(PCT, sp.Rational(1, 100))] if ctx.policy.percent else [x.subs(PCT, sp.Rational(1, 100))]
+    return [x.subs(DEG, 1), x.subs(DEG, sp.pi / 180)] if ctx.policy.degrees else [x.subs(DEG, sp.pi / 180)]
+
+
+def scalar_equal(g: sp.Basic, p: sp.Basic, ctx: Ctx) -> bool:
+    if not isinstance(g, sp.Expr) or not isinstance(p, sp.Expr):
+        return g == p
+    gs, ps = [g], [p]
+    for m in (PCT, DEG):
+        gh, ph = g.has(m), p.has(m)
+        gs = [v for x in gs for v in _marker_variants(x, ctx, ph, m)]
+        ps = [v for x in ps for v in _marker_variants(x, ctx, gh, m)]
+    return any(expr_equal(a, b, ctx) for a in gs for b in ps)
+
+
+def _is_integer_value(x: sp.Expr) -> bool:
+    return bool(x.is_Integer)
+
+
+def expr_equal(g: sp.Expr, p: sp.Expr, ctx: Ctx) -> bool:
+    if g == p:
+        return True
+    if g.has(sp.oo, -sp.oo, sp.zoo) or p.has(sp.oo, -sp.oo, sp.zoo):
+        return sp.simplify(g - p) == 0 if (g.is_finite is False and p.is_finite is False) and g == p else False
+    syms = sorted(_free(g) | _free(p), key=lambda s: s.name)
+    if not syms:
+        return _const_equal(g, p, ctx)
+    agree = 0
+    for k in range(len(_POINTS)):
+        subs = _point(syms, k)
+        vg, vp = _num(g, subs), _num(p, subs)
+        if vg is None and vp is None:
+            continue
+        if vg is None or vp is None:
+            return False
+        if not _close(vg, vp, ctx.tol):
+            return False
+        agree += 1
+    if agree >= 3:
+        return True
+    # cannot evaluate (unknown functions, symbolic sums): symbolic simplification
+    try:
+        return sp.simplify(g - p) == 0 or sp.expand(g - p) == 0
+    except (TypeError, ValueError, NotImplementedError, RecursionError):
+        return False
+
+
+def _const_equal(g: sp.Expr, p: sp.Expr, ctx: Ctx) -> bool:
+    if g.is_Rational and p.is_Rational and not (ctx.gold.decimal or ctx.pred.decimal):
+        return g == p
+    if _too_big(g) or _too_big(p):
+        return False  # not structurally equal (checked first) and too large to evaluate
+    vg, vp = _num(g), _num(p)
+    if vg is None or vp is None:
+        try:
+            return sp.simplify(g - p) == 0
+        except (TypeError, ValueError, NotImplementedError, RecursionError):
+            return False
+    if _is_integer_value(g) and not ctx.gold.decimal:
+        # an integer reference needs an integer-valued prediction
+        return bool(abs(vp - g) <= sp.Float("1e-20") * max(1, abs(g)))
+    if _close(vg, vp, ctx.tol):
+        return True
+    return _rounded_match(vg, vp, ctx)
+
+
+def _rounded_match(vg: sp.Expr, vp: sp.Expr, ctx: Ctx) -> bool:
+    """Rounding policy: the decimal side equals the exact side rounded/truncated to its digits."""
+    pol = ctx.policy.rounding
+    sides = []
+    if pol in ("pred", "both") and ctx.pred.decimal and ctx.pred.places is not None:
+        sides.append((vg, vp, ctx.pred))
+    if pol == "both" and ctx.gold.decimal and ctx.gold.places is not None:
+        sides.append((vp, vg, ctx.gold))
+    for exact, shown, meta in sides:
+        if (meta.sig or 0) < ctx.policy.min_rounding_digits:
+            continue
+        if sp.im(exact) != 0 or sp.im(shown) != 0:
+            continue
+        step = sp.Rational(1, 10 ** meta.places)
+        if abs(exact - shown) <= step / 2 + sp.Float("1e-25") or (
+                abs(exact - shown) < step and abs(shown) <= abs(exact)):
+            return True
+    return False
+
+
+__all__ = ["equal", "readings_equal", "scalar_equal", "expr_equal", "Ctx"]

@@ -1,0 +1,712 @@
+"""Recursive-descent parser: tokens -> answer structure with sympy leaves (step 2 of parsing).
+
+Place: ``normalize -> lexer -> **parse** -> compare``. No ``eval``/``sympify`` of model text: every
+sympy object is built by an explicit constructor, and constructors that could explode are guarded
+(integer powers above ~20k bits, factorials above 2000 and constant towers are kept unevaluated;
+nesting is capped at ``MAX_DEPTH``).
+
+Output nodes (all hashable, compared by :mod:`compare`):
+
+* a sympy ``Expr`` -- numbers, expressions; markers are the symbols :data:`PCT` (percent),
+  :data:`DEG` (degrees) and :data:`PM` (the sign of ``\\pm``), substituted at comparison time;
+* :class:`Bracket` ``(a, b)`` / ``[a, b)`` (tuple or interval, decided when compared),
+  :class:`SetOf` ``\\{..\\}``, :class:`ListOf` bare ``a, b, c``, :class:`Matrix`,
+  :class:`Union` (``\\cup``), :class:`Rel` (``=``, ``<`` ... chains, ``\\in``),
+  :class:`WithUnit`, :class:`Text`, :class:`BaseNum` (``1011_2``), :class:`Clock` (``12:00``),
+  :class:`Ratio` (``3:4``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import sympy as sp
+
+from verifiers.math.lexer import FUNCTIONS, GREEK, Token, tokenize
+
+MAX_DEPTH = 120
+
+PCT = sp.Symbol("__pct__", positive=True)
+DEG = sp.Symbol("__deg__", positive=True)
+PM = sp.Symbol("__pm__")
+MARKERS = (PCT, DEG, PM)
+
+
+class ParseError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Bracket:
+    open: str
+    close: str
+    items: tuple
+
+
+@dataclass(frozen=True)
+class SetOf:
+    items: tuple
+
+
+@dataclass(frozen=True)
+class ListOf:
+    items: tuple
+
+
+@dataclass(frozen=True)
+class Matrix:
+    rows: tuple  # tuple of tuples
+
+
+@dataclass(frozen=True)
+class Union:
+    parts: tuple
+
+
+@dataclass(frozen=True)
+class Rel:
+    items: tuple   # operands
+    ops: tuple     # "=", "<", "<=", ">", ">=", "!=", "in"
+
+
+@dataclass(frozen=True)
+class WithUnit:
+    value: Any
+    unit: str
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class BaseNum:
+    digits: str
+    base: int
+
+
+@dataclass(frozen=True)
+class Clock:
+    seconds: int
+
+
+@dataclass(frozen=True)
+class Ratio:
+    parts: tuple
+
+
+_FUNC_MAP = {
+    "sin": sp.sin, "cos": sp.cos, "tan": sp.tan, "sec": sp.sec, "csc": sp.csc, "cot": sp.cot,
+    "arcsin": sp.asin, "arccos": sp.acos, "arctan": sp.atan, "asin": sp.asin, "acos": sp.acos,
+    "atan": sp.atan, "arcsec": sp.asec, "arccsc": sp.acsc, "arccot": sp.acot,
+    "sinh": sp.sinh, "cosh": sp.cosh, "tanh": sp.tanh, "coth": sp.coth, "sech": sp.sech,
+    "csch": sp.csch, "exp": sp.exp, "abs": sp.Abs, "floor": sp.floor, "ceil": sp.ceiling,
+    "sqrt": sp.sqrt, "det": None,
+}
+TRIG = {"sin", "cos", "tan", "sec", "csc", "cot"}
+_CONSTS = {"pi": sp.pi, "infty": sp.oo, "oo": sp.oo, "infinity": sp.oo, "emptyset": sp.S.EmptySet,
+           "varnothing": sp.S.EmptySet, "imath": sp.I}
+_REL_OPS = {"=": "=", "<": "<", ">": ">", "<=": "<=", ">=": ">=", "!=": "!=", "=>": ">=",
+            "=<": "<="}
+_FUNCTION_LETTERS = set("fghFGHpqPQ")
+_BIG_BITS = 20000
+
+
+def symbol(name: str) -> sp.Symbol:
+    return sp.Symbol(name)
+
+
+def safe_pow(base: Any, exp: Any) -> Any:
+    """``base**exp`` without computing astronomically large numbers."""
+    if isinstance(base, sp.Expr) and isinstance(exp, sp.Expr):
+        if base.is_Number and exp.is_Number:
+            if exp.is_Integer:
+                b = abs(base)
+                if b not in (0, 1) and b.is_Rational:
+                    bits = abs(int(exp)) * max(math.log2(max(abs(b.p), abs(b.q))), 1)
+                    if bits > _BIG_BITS:
+                        return sp.Pow(base, exp, evaluate=False)
+            elif exp.is_Rational and abs(exp.p) > 10000:
+                return sp.Pow(base, exp, evaluate=False)
+            return sp.Pow(base, exp)
+        if not exp.free_symbols and not exp.is_Number and exp.has(sp.Pow, sp.factorial):
+            return sp.Pow(base, exp, evaluate=False)
+        return sp.Pow(base, exp)
+    raise ParseError("power of a non-expression")
+
+
+def safe_factorial(x: Any) -> Any:
+    if isinstance(x, sp.Expr) and x.is_Integer and (x > 2000 or x < 0):
+        return sp.factorial(x, evaluate=False)
+    if isinstance(x, sp.Expr) and not x.free_symbols and not x.is_Number:
+        return sp.factorial(x, evaluate=False)
+    return sp.factorial(x)
+
+
+def _expr(x: Any) -> sp.Expr:
+    if isinstance(x, sp.Basic):
+        return x
+    if isinstance(x, WithUnit):
+        return _expr(x.value)
+    raise ParseError(f"expected an expression, got {type(x).__name__}")
+
+
+class Parser:
+    def __init__(self, tokens: list[Token]) -> None:
+        self.toks = tokens
+        self.pos = 0
+        self.depth = 0
+        self.abs_depth = 0
+
+    # -- token helpers -------------------------------------------------------------------------
+    @property
+    def tok(self) -> Token:
+        return self.toks[self.pos]
+
+    def peek(self, k: int = 1) -> Token:
+        return self.toks[min(self.pos + k, len(self.toks) - 1)]
+
+    def advance(self) -> Token:
+        t = self.toks[self.pos]
+        if t.kind != "EOF":
+            self.pos += 1
+        return t
+
+    def is_sym(self, *values: str) -> bool:
+        return self.tok.kind == "SYM" and self.tok.value in values
+
+    def expect_sym(self, value: str) -> None:
+        if not self.is_sym(value):
+            raise ParseError(f"expected {value!r}, got {self.tok.value!r}")
+        self.advance()
+
+    def enter(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ParseError("nesting too deep")
+
+    # -- top level -----------------------------------------------------------------------------
+    def parse_answer(self) -> Any:
+        items = self.parse_list(stop=("EOF",))
+        if self.tok.kind != "EOF":
+            raise ParseError(f"unexpected {self.tok.value!r}")
+        if not items:
+            raise ParseError("empty answer")
+        if len(items) == 1:
+            return items[0]
+        return ListOf(tuple(items))
+
+    def _at_stop(self, stop: tuple) -> bool:
+        t = self.tok
+        if t.kind == "EOF":
+            return True
+        if t.kind in ("ROWSEP", "END"):
+            return "ROWSEP" in stop or "END" in stop or t.kind in stop
+        return t.kind == "SYM" and t.value in stop
+
+    def parse_list(self, stop: tuple) -> list:
+        """Items separated by ``,`` ``;`` or the words and/or, up to a stop token."""
+        items: list = []
+        while True:
+            while self.is_sym(",", ";") or (self.tok.kind == "WORD" and self.tok.value.lower() in ("and", "or")) \
+                    or (self.tok.kind == "CMD" and self.tok.value in ("dots", "ldots", "cdots")):
+                self.advance()
+            if self._at_stop(stop):
+                return items
+            items.append(self.parse_item(stop))
+            if self._at_stop(stop):
+                return items
+            if not (self.is_sym(",", ";") or self.tok.kind == "WORD"
+                    or (self.tok.kind == "CMD" and self.tok.value in ("dots", "ldots", "cdots"))):
+                raise ParseError(f"unexpected {self.tok.value!r} after an item")
+
+    def parse_item(self, stop: tuple) -> Any:
+        """A relation chain, a union, a ratio, or a single value (with its unit)."""
+        self.enter()
+        try:
+            first = self.parse_union()
+            items, ops = [first], []
+            while True:
+                t = self.tok
+                if t.kind == "SYM" and t.value in _REL_OPS:
+                    ops.append(_REL_OPS[t.value])
+                elif t.kind == "CMD" and t.value in ("in", "approx", "equiv", "sim", "simeq", "cong"):
+                    ops.append({"in": "in", "approx": "~", "sim": "~", "simeq": "~"}.get(t.value, "="))
+                elif t.kind == "SYM" and t.value == ":" and not ops:
+                    return self.parse_ratio(first, stop)
+                else:
+                    break
+                self.advance()
+                items.append(self.parse_union())
+            if ops:
+                return Rel(tuple(items), tuple(ops))
+            return first
+        finally:
+            self.depth -= 1
+
+    def parse_ratio(self, first: Any, stop: tuple) -> Any:
+        parts = [first]
+        while self.is_sym(":"):
+            self.advance()
+            parts.append(self.parse_union())
+        return Ratio(tuple(parts))
+
+    def parse_union(self) -> Any:
+        first = self.parse_value()
+        if not (self.tok.kind == "CMD" and self.tok.value in ("cup", "cap", "setminus")):
+            return first
+        parts = [first]
+        while self.tok.kind == "CMD" and self.tok.value == "cup":
+            self.advance()
+            parts.append(self.parse_value())
+        if self.tok.kind == "CMD" and self.tok.value in ("cap", "setminus"):
+            raise ParseError("set algebra other than union is not supported")
+        return Union(tuple(parts))
+
+    def parse_value(self) -> Any:
+        """An expression possibly followed by unit words / a percent sign."""
+        value = self.parse_sum()
+        unit_words: list[str] = []
+        while self.tok.kind == "WORD" and self.tok.value.lower() not in ("and", "or"):
+            w = self.advance().value
+            if w.lower() in ("percent", "pct", "percentage", "percents"):
+                value = _expr(value) * PCT
+                continue
+            if w.lower() in ("degree", "degrees", "deg"):
+                value = _expr(value) * DEG
+                continue
+            unit_words.append(w)
+            # a unit power: cm^2, \text{ cm}^{3}
+            if self.is_sym("^"):
+                self.advance()
+                unit_words[-1] += "^" + str(self.parse_script_text())
+            while self.is_sym("/") and self.peek().kind in ("WORD", "IDENT"):
+                self.advance()
+                unit_words.append("/" + self.advance().value)
+        if unit_words:
+            return WithUnit(value, " ".join(unit_words))
+        return value
+
+    def parse_script_text(self) -> str:
+        t = self.advance()
+        if t.kind == "SYM" and t.value == "{":
+            parts = []
+            while not self.is_sym("}") and self.tok.kind != "EOF":
+                parts.append(self.advance().value)
+            self.expect_sym("}")
+            return "".join(parts)
+        return t.value
+
+    # -- arithmetic ----------------------------------------------------------------------------
+    def parse_sum(self) -> Any:
+        left = self.parse_term()
+        while True:
+            if self.is_sym("+"):
+                self.advance()
+                left = _expr(left) + _expr(self.parse_term())
+            elif self.is_sym("-"):
+                self.advance()
+                left = _expr(left) - _expr(self.parse_term())
+            elif self.tok.kind == "CMD" and self.tok.value in ("pm", "mp"):
+                sign = PM if self.advance().value == "pm" else -PM
+                left = _expr(left) + sign * _expr(self.parse_term())
+            else:
+                return left
+
+    def _starts_factor(self) -> bool:
+        t = self.tok
+        if t.kind in ("NUM", "IDENT", "BEGIN"):
+            return True
+        if t.kind == "SYM":
+            if t.value == "|":
+                return self.abs_depth == 0
+            return t.value in ("(", "{", "\\{", "<<", "lfloor", "lceil") or (t.value == "[" and False)
+        if t.kind == "CMD":
+            return t.value not in ("pm", "mp", "cup", "cap", "setminus", "in", "approx", "equiv",
+                                   "sim", "simeq", "cong", "dots", "ldots", "cdots", "to",
+                                   "rightarrow", "Rightarrow", "implies", "iff", "circ", "quad")
+        return False
+
+    def parse_term(self) -> Any:
+        left = self.parse_unary()
+        while True:
+            if self.is_sym("*"):
+                self.advance()
+                left = _expr(left) * _expr(self.parse_unary())
+            elif self.is_sym("/"):
+                self.advance()
+                right = _expr(self.parse_unary())
+                left = _expr(left) / right
+            elif self._starts_factor():
+                right = self.parse_unary(implicit=True)
+                left = _mixed_or_product(left, right, self)
+            else:
+                return left
+
+    def parse_unary(self, implicit: bool = False) -> Any:
+        if self.is_sym("-"):
+            self.advance()
+            return -_expr(self.parse_unary())
+        if self.is_sym("+"):
+            self.advance()
+            return self.parse_unary()
+        if self.tok.kind == "CMD" and self.tok.value in ("pm", "mp"):
+            sign = PM if self.advance().value == "pm" else -PM
+            return sign * _expr(self.parse_unary())
+        return self.parse_power()
+
+    def parse_power(self) -> Any:
+        self.enter()
+        try:
+            base = self.parse_postfix(self.parse_primary())
+            if self.is_sym("^"):
+                self.advance()
+                if self.tok.kind == "CMD" and self.tok.value == "circ":
+                    self.advance()
+                    return self.parse_postfix(_expr(base) * DEG)
+                if self.is_sym("{") and self.peek().kind == "CMD" and self.peek().value == "circ" \
+                        and self.peek(2).kind == "SYM" and self.peek(2).value == "}":
+                    self.pos += 3
+                    return self.parse_postfix(_expr(base) * DEG)
+                exp = self.parse_exponent()
+                return self.parse_postfix(safe_pow(_expr(base), _expr(exp)))
+            return base
+        finally:
+            self.depth -= 1
+
+    def parse_exponent(self) -> Any:
+        if self.is_sym("{"):
+            return self.parse_group()
+        if self.is_sym("-"):
+            self.advance()
+            return -_expr(self.parse_exponent())
+        if self.tok.kind == "NUM" and not self.toks[self.pos - 1].space:
+            # x^23 in LaTeX is x^{2}3, but plain-text answers mean x^(23); take the whole number
+            return self.parse_power()
+        return self.parse_power()
+
+    def parse_postfix(self, value: Any) -> Any:
+        while True:
+            if self.is_sym("!"):
+                self.advance()
+                value = safe_factorial(_expr(value))
+            elif self.is_sym("%"):
+                self.advance()
+                value = _expr(value) * PCT
+            elif self.tok.kind == "CMD" and self.tok.value == "circ":
+                self.advance()
+                value = _expr(value) * DEG
+            elif self.is_sym("'") and isinstance(value, sp.Symbol):
+                self.advance()
+                value = symbol(value.name + "'")
+            else:
+                return value
+
+    def parse_group(self) -> Any:
+        """``{ ... }``: a LaTeX group; with commas inside it is a bare list."""
+        self.expect_sym("{")
+        items = self.parse_list(stop=("}",))
+        self.expect_sym("}")
+        if len(items) == 1:
+            return items[0]
+        if not items:
+            raise ParseError("empty group")
+        return ListOf(tuple(items))
+
+    def parse_arg(self) -> Any:
+        """A macro argument: ``{group}`` or a single token (``\\frac12``)."""
+        if self.is_sym("{"):
+            return self.parse_group()
+        t = self.tok
+        if t.kind == "NUM" and len(t.value) > 1 and t.value[0].isdigit():
+            # split "12" into "1" | "2" (\frac12); the rest stays as the next token
+            self.toks[self.pos] = Token("NUM", t.value[1:], False)
+            return sp.Integer(int(t.value[0]))
+        if t.kind == "NUM":
+            self.advance()
+            return _number(t)
+        if t.kind == "IDENT":
+            self.advance()
+            return symbol(t.value)
+        if t.kind == "CMD":
+            return self.parse_primary()
+        raise ParseError(f"bad macro argument {t.value!r}")
+
+    # -- primaries -----------------------------------------------------------------------------
+    def parse_primary(self) -> Any:
+        t = self.tok
+        if t.kind == "NUM":
+            self.advance()
+            num = _number(t)
+            if self.is_sym("_") and "." not in t.value and "e" not in t.value:
+                self.advance()
+                base = self.parse_script_text().strip()
+                if base.isdigit() and 2 <= int(base) <= 36:
+                    return BaseNum(t.value, int(base))
+                raise ParseError("bad base subscript")
+            return num
+        if t.kind == "IDENT":
+            self.advance()
+            return self.parse_identifier(t)
+        if t.kind == "SYM":
+            return self.parse_bracketed()
+        if t.kind == "CMD":
+            return self.parse_command()
+        if t.kind == "BEGIN":
+            return self.parse_environment()
+        if t.kind == "WORD":
+            raise ParseError("word inside an expression")
+        raise ParseError(f"unexpected {t.value!r}")
+
+    def parse_identifier(self, t: Token) -> Any:
+        name = t.value
+        if self.is_sym("_"):
+            self.advance()
+            sub = self.parse_script_text()
+            name = f"{name}_{{{sub}}}"
+            return symbol(name)
+        if name == "i":
+            return sp.I
+        if name == "e" and not self.is_sym("("):
+            return sp.E
+        if name in _FUNCTION_LETTERS and self.is_sym("(") and not self.tok.space:
+            self.advance()
+            args = self.parse_list(stop=(")",))
+            self.expect_sym(")")
+            return sp.Function(name)(*[_expr(a) for a in args])
+        return symbol(name)
+
+    def parse_bracketed(self) -> Any:
+        t = self.tok
+        v = t.value
+        if v in ("(", "["):
+            self.advance()
+            items = self.parse_list(stop=(")", "]"))
+            close = self.advance().value
+            if not items:
+                raise ParseError("empty brackets")
+            if len(items) == 1 and v == "(" and close == ")":
+                return items[0]
+            if len(items) == 1 and v == "[" and close == "]":
+                return items[0] if not isinstance(items[0], ListOf) else Bracket("[", "]", items[0].items)
+            return Bracket(v, close, tuple(items))
+        if v == "{":
+            return self.parse_group()
+        if v == "\\{":
+            self.advance()
+            items = self.parse_list(stop=("\\}",))
+            self.expect_sym("\\}")
+            return SetOf(tuple(items))
+        if v == "<<":
+            self.advance()
+            items = self.parse_list(stop=(">>",))
+            self.expect_sym(">>")
+            return Bracket("(", ")", tuple(items))
+        if v == "|":
+            self.advance()
+            self.abs_depth += 1
+            inner = self.parse_sum()
+            self.abs_depth -= 1
+            self.expect_sym("|")
+            return sp.Abs(_expr(inner))
+        if v in ("lfloor", "lceil"):
+            self.advance()
+            inner = self.parse_sum()
+            self.expect_sym("rfloor" if v == "lfloor" else "rceil")
+            return (sp.floor if v == "lfloor" else sp.ceiling)(_expr(inner))
+        raise ParseError(f"unexpected {v!r}")
+
+    def parse_command(self) -> Any:
+        t = self.advance()
+        name = t.value
+        if name == "frac":
+            num, den = _expr(self.parse_arg()), _expr(self.parse_arg())
+            if den == 0:
+                raise ParseError("division by zero")
+            return num / den
+        if name == "binom":
+            n, k = _expr(self.parse_arg()), _expr(self.parse_arg())
+            return sp.binomial(n, k)
+        if name == "sqrt":
+            index = None
+            if self.is_sym("["):
+                self.advance()
+                index = _expr(self.parse_sum())
+                self.expect_sym("]")
+            arg = _expr(self.parse_arg())
+            return sp.sqrt(arg) if index is None else sp.root(arg, index)
+        if name in _CONSTS:
+            return _CONSTS[name]
+        if name in ("log", "ln", "lg"):
+            base = None
+            if self.is_sym("_"):
+                self.advance()
+                base = _expr(self.parse_arg())
+            power = self._func_power()
+            arg = self.parse_func_arg()
+            if name == "ln":
+                value = sp.log(arg)
+            elif name == "lg":
+                value = sp.log(arg, 10)
+            else:
+                value = sp.log(arg) if base is None else sp.log(arg, base)
+            return value if power is None else safe_pow(value, power)
+        if name in ("max", "min", "gcd", "lcm"):
+            self.expect_sym("(")
+            args = [_expr(a) for a in self.parse_list(stop=(")",))]
+            self.expect_sym(")")
+            fn = {"max": sp.Max, "min": sp.Min, "gcd": sp.gcd, "lcm": sp.lcm}[name]
+            if name in ("gcd", "lcm") and len(args) == 2:
+                return fn(args[0], args[1])
+            if name in ("max", "min"):
+                return fn(*args)
+            raise ParseError("gcd/lcm arity")
+        if name in _FUNC_MAP and _FUNC_MAP[name] is not None:
+            power = self._func_power()
+            arg = self.parse_func_arg()
+            if name in TRIG:
+                arg = arg.subs(DEG, sp.pi / 180) if arg.has(DEG) else arg
+            value = _FUNC_MAP[name](arg)
+            if power is not None:
+                if power == -1 and name in TRIG:
+                    value = {"sin": sp.asin, "cos": sp.acos, "tan": sp.atan}.get(name, lambda a: 1 / a)(arg)
+                else:
+                    value = safe_pow(value, power)
+            return value
+        if name in GREEK:
+            if self.is_sym("_"):
+                self.advance()
+                return symbol(f"{name}_{{{self.parse_script_text()}}}")
+            return symbol(name)
+        if name in ("overline", "vec", "hat", "bar", "tilde", "overrightarrow", "widehat", "dot",
+                    "underline", "mathbf"):
+            inner = self.parse_script_text() if self.is_sym("{") else self.advance().value
+            return symbol(f"{name}({inner})")
+        if name in ("dots", "ldots", "cdots"):
+            raise ParseError("ellipsis")
+        if name == "infty":
+            return sp.oo
+        if name == "emptyset":
+            return sp.S.EmptySet
+        if name in FUNCTIONS:
+            raise ParseError(f"unsupported function {name}")
+        # an unknown command is an opaque symbol (\zzz, \alpha-like macros)
+        return symbol("\\" + name)
+
+    def _func_power(self) -> sp.Expr | None:
+        if self.is_sym("^"):
+            self.advance()
+            return _expr(self.parse_exponent())
+        return None
+
+    def parse_func_arg(self) -> sp.Expr:
+        """Argument of ``\\sin`` etc.: a parenthesised group, else the following implicit product
+        (``\\sin 2x`` = sin(2x))."""
+        if self.is_sym("("):
+            self.advance()
+            inner = self.parse_sum()
+            self.expect_sym(")")
+            value = _expr(inner)
+            return _expr(self.parse_postfix(value))
+        if self.is_sym("{"):
+            return _expr(self.parse_group())
+        value = _expr(self.parse_power())
+        while self.tok.kind in ("NUM", "IDENT") or (self.tok.kind == "CMD" and self.tok.value in GREEK | {"pi"}):
+            value = value * _expr(self.parse_power())
+        return value
+
+    def parse_environment(self) -> Any:
+        env = self.advance().value
+        if env in ("pmatrix", "bmatrix", "matrix", "vmatrix", "Bmatrix", "smallmatrix", "array",
+                   "cases", "aligned", "align", "gathered", "split", "tabular"):
+            rows: list[tuple] = []
+            row: list = []
+            while True:
+                if self.tok.kind == "END":
+                    self.advance()
+                    break
+                if self.tok.kind == "EOF":
+                    raise ParseError("unterminated environment")
+                if self.tok.kind == "ROWSEP":
+                    self.advance()
+                    rows.append(tuple(row))
+                    row = []
+                    continue
+                if self.is_sym("&"):
+                    self.advance()
+                    continue
+                if self.tok.kind == "CMD" and self.tok.value in ("hline",):
+                    self.advance()
+                    continue
+                row.append(self.parse_item(stop=("ROWSEP", "END", "&")))
+            if row:
+                rows.append(tuple(row))
+            rows = [r for r in rows if r]
+            if not rows:
+                raise ParseError("empty matrix")
+            if env in ("cases", "aligned", "align", "gathered", "split"):
+                flat = [_join_cells(r) for r in rows]
+                return ListOf(tuple(flat)) if len(flat) > 1 else flat[0]
+            if len({len(r) for r in rows}) != 1:
+                raise ParseError("ragged matrix")
+            if env == "vmatrix":
+                return sp.Matrix([[_expr(c) for c in r] for r in rows]).det()
+            return Matrix(tuple(rows))
+        raise ParseError(f"unsupported environment {env}")
+
+
+def _join_cells(row: tuple) -> Any:
+    """A cases/align row ``a+b & = 1`` is split by & into cells; rejoin into one relation."""
+    if len(row) == 1:
+        return row[0]
+    if len(row) == 2 and isinstance(row[1], Rel) and len(row[1].items) == 2 and row[1].items[0] is None:
+        return Rel((row[0],) + row[1].items[1:], row[1].ops)
+    return row[0]
+
+
+def _number(t: Token) -> sp.Expr:
+    if t.exact is not None:
+        return sp.Rational(*t.exact)
+    v = t.value
+    if "e" in v:
+        mant, _, exp = v.partition("e")
+        e = int(exp)
+        if abs(e) > 400:
+            raise ParseError("exponent out of range")
+        return sp.Rational(mant) * sp.Rational(10) ** e
+    if len(v) > 400:
+        raise ParseError("number too long")
+    return sp.Rational(v) if "." in v else sp.Integer(int(v))
+
+
+def _mixed_or_product(left: Any, right: Any, parser: Parser) -> Any:
+    """Juxtaposition: ``918\\frac12`` is a mixed number, everything else is a product."""
+    prev = parser.toks[parser.pos - 1]
+    if isinstance(left, sp.Expr) and left.is_Integer and isinstance(right, sp.Expr) and right.is_Rational \
+            and not right.is_Integer and 0 < right < 1 and _last_was_frac(parser):
+        return left + right if left >= 0 else left - right
+    del prev
+    return _expr(left) * _expr(right)
+
+
+def _last_was_frac(parser: Parser) -> bool:
+    # the right operand came from \frac with two integer arguments
+    for k in range(parser.pos - 1, -1, -1):
+        t = parser.toks[k]
+        if t.kind == "CMD":
+            return t.value == "frac"
+        if t.kind not in ("NUM", "SYM"):
+            return False
+    return False
+
+
+def parse_tokens(tokens: list[Token]) -> Any:
+    return Parser(tokens).parse_answer()
+
+
+def parse_string(s: str) -> Any:
+    """Parse one normalised answer string (raises ParseError / LexError / RecursionError)."""
+    return parse_tokens(tokenize(s))
