@@ -165,3 +165,8 @@ def test_answer_step_uses_the_math_verifier():
     wrong = verifier(TOM.replace("Answer: 14", "Answer: 15"), {"question": TOM_Q, "answer": "14"})
     assert wrong.score == 0.0 and wrong.step_scores == [1.0, 1.0, 0.0]
     assert verifier("12 + 5 = 17\nAnswer: 14.0", {"question": TOM_Q, "answer": "14"}).score == 1.0
+    assert verifier("12 + 5 = 17\nThe answer is 17.", {"question": TOM_Q, "answer": "17"}).score == 1.0
+    assert verifier("12 + 5 = 17\n\\boxed{17}", {"question": TOM_Q, "answer": "17"}).step_scores == [1.0, 1.0]
+    # no marked answer: the last number is NOT taken as the answer (answer step and score agree)
+    unmarked = verifier("12 + 5 = 17\n17 - 3 = 14\n", {"question": TOM_Q, "answer": "14"})
+    assert unmarked.score == 0.0 and unmarked.step_scores[-1] == 0.0 and unmarked.info["reason"] == "no_answer"

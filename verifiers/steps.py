@@ -31,9 +31,10 @@ Scores: a step scores 1 when all its claims hold, 0 when one is false (or unsupp
 ``strict``), and ``neutral_score`` (default 0.5) when it makes no checkable claim. 0.5, not 1:
 DeepSeekMath's advantage sums the normalised rewards of all later steps, so a neutral score above
 the group's mean would reward padding a solution with prose lines, and one at 0 would punish
-explanations. The final-answer step ("Answer: N", "The answer is N", ``\\boxed{}``) scores whether
-the answer is right (``verifiers.math.extract_answer`` / ``answers_equal`` against
-``example["answer"]``), which is also the sequence-level ``score``. Text after the answer is
+explanations. The final-answer step ("Answer: N", "The answer is N", ``\\boxed{}``, ``#### N``) scores
+whether the answer is right (``verifiers.math.extract_answer`` on the answer step's text, without
+the last-number fallback, and ``answers_equal`` against ``example["answer"]``), which is also the
+sequence-level ``score``. Text after the answer is
 merged into the answer step (junk after the answer is not a free extra step). When there is no
 answer, the answer step is the unfinished last line (no trailing newline: probably cut by the
 length limit, so it is not checked) or, if the text ends on a newline, an empty step at the end;
@@ -63,7 +64,7 @@ MAX_BITS = 4096  # numerator/denominator size of any intermediate value
 _NUMBER_WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
     "sixteen seventeen eighteen nineteen twenty".split())}
-_ANSWER_LINE = re.compile(r"^\s*(?:\*\*)?(?:final\s+)?answer\s*(?:\*\*)?\s*[:=]|the\s+(?:final\s+)?answer\s+is|\\boxed\s*\{",
+_ANSWER_LINE = re.compile(r"^\s*(?:\*\*)?(?:final\s+)?answer\s*(?:\*\*)?\s*[:=]|the\s+(?:final\s+)?answer\s+is|\\boxed\s*\{|^\s*####",
                           re.IGNORECASE)
 _NUMBER_IN_TEXT = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
 _TOKEN = re.compile(r"\s*(?:(?P<num>\d+(?:\.\d+)?)|(?P<word>[A-Za-z]+)|(?P<op>\*\*|[-+*/^()%=])|(?P<other>\S))")
@@ -390,14 +391,16 @@ def check_step(
     return (True if checked else None), claims
 
 
-def _answer_correct(completion: str, gold: Any) -> tuple[bool, str]:
-    """Final-answer check shared with the math verifier (imported lazily)."""
-    from verifiers.math import answers_equal, extract_answer  # noqa: PLC0415  (optional module)
+def _answer_correct(answer_text: str, gold: Any) -> tuple[bool, str]:
+    """Check the answer step against the reference with the math verifier (imported lazily so
+    that this module does not need it at import time). Only the answer step's own text is read,
+    and without the last-number fallback, so the answer step and the sequence score agree."""
+    from verifiers.math import answers_equal, extract_answer, reference_answer  # noqa: PLC0415
 
-    predicted = extract_answer(completion)
-    if predicted is None:
+    predicted = extract_answer(answer_text, last_number_fallback=False)
+    if predicted is None or not predicted.strip():
         return False, "no_answer"
-    return (True, "correct") if answers_equal(predicted, str(gold)) else (False, "wrong")
+    return (True, "correct") if answers_equal(predicted, reference_answer(gold)) else (False, "wrong")
 
 
 @register("math_steps")
@@ -443,7 +446,11 @@ class MathStepVerifier:
                             "reason": None if failed is None else failed["reason"]})
             step_scores.append(score)
 
-        correct, reason = _answer_correct(completion, example.get("answer", ""))
+        answer_start, answer_end = spans[answer_index]
+        if answer_end > answer_start and _ANSWER_LINE.search(completion[answer_start:answer_end]):
+            correct, reason = _answer_correct(completion[answer_start:answer_end], example.get("answer", ""))
+        else:
+            correct, reason = False, "no_answer"
         step_scores.append(float(correct))
         details.append({"step": answer_index, "score": float(correct), "answer": True, "reason": reason})
         info: dict[str, Any] = {"steps": details}
