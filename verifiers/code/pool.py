@@ -1,0 +1,247 @@
+"""A pool of zygote workers that run sandboxed programs concurrently.
+
+Place: between :class:`verifiers.code.CodeVerifier` (which builds :class:`Run` requests and
+judges the outputs) and ``sandbox/zygote.py`` (which executes them). One zygote per slot, each a
+separate ``python -I -S`` process with an empty environment in its own session; a thread per slot
+feeds it one run at a time. A zygote that stops answering (or dies) is killed and replaced, and
+its run reported as a sandbox error, so a hung or crashed program never stalls the pool.
+
+Isolation levels, strongest first (see README "Code verifier"):
+
+- ``full``:      rlimits + user/pid/net/mount/ipc/uts namespaces + Landlock + seccomp
+- ``landlock``:  rlimits + Landlock + seccomp (no namespaces: e.g. containers without userns)
+- ``portable``:  rlimits, new session, process-group kill and subreaper cleanup only
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import queue
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("verifiers.code")
+
+ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox", "zygote.py")
+LEVELS: dict[str, tuple[str, ...]] = {
+    "full": ("rlimits", "namespaces", "landlock", "seccomp"),
+    "landlock": ("rlimits", "landlock", "seccomp"),
+    "portable": ("rlimits",),
+}
+
+
+class SandboxUnavailable(RuntimeError):
+    """The requested isolation level cannot be had on this machine."""
+
+
+@dataclass
+class Limits:
+    """Per-run resource limits."""
+
+    timeout: float = 5.0  # wall-clock seconds for the whole run
+    call_timeout: float = 2.0  # per function call (best effort inside the child)
+    memory_mb: int = 1024  # address space
+    file_mb: int = 16  # largest file the program may write
+    disk_mb: int = 64  # tmpfs size of the scratch directory (full level)
+    max_output_bytes: int = 4 << 20  # stdout and result channel, each
+    nofile: int = 64
+    nproc: int = 32  # enforced inside a user namespace or for a non-root uid only
+
+
+@dataclass
+class Run:
+    """One sandboxed execution request (inputs only, never expected values)."""
+
+    mode: str  # "stdio" | "function"
+    source: str
+    stdin: bytes = b""
+    probes: list[dict] = field(default_factory=list)
+    secret: str = ""
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass
+class RunResult:
+    exit: int | None = None
+    signal: int | None = None
+    timed_out: bool = False
+    output_limit: bool = False
+    wall: float = 0.0
+    stdout: bytes = b""
+    stderr: bytes = b""
+    channel: bytes = b""
+    error: str | None = None  # the sandbox itself failed: never a pass
+
+
+def choose_layers(requested: str, available: list[str]) -> tuple[str, tuple[str, ...]]:
+    """Pick the isolation level: ``auto`` = the strongest available, loudly warned when weak."""
+    if requested != "auto":
+        if requested not in LEVELS:
+            raise ValueError(f"unknown isolation level {requested!r}; choose auto, {', '.join(LEVELS)}")
+        missing = [layer for layer in LEVELS[requested] if layer not in available]
+        if missing:
+            raise SandboxUnavailable(f"isolation {requested!r} needs {missing}, this machine offers {available}")
+        return requested, LEVELS[requested]
+    for level, layers in LEVELS.items():
+        if all(layer in available for layer in layers):
+            if level == "portable":
+                log.warning("code sandbox: only the PORTABLE level (rlimits) is available here: no "
+                            "file-system, network or signal isolation. Programs can read and damage "
+                            "anything this user can. Do not train on untrusted code like this.")
+            elif level != "full":
+                log.warning("code sandbox: no user namespaces here; running at level %r", level)
+            return level, layers
+    raise SandboxUnavailable(f"no isolation level works here (layers: {available})")
+
+
+class _Zygote:
+    """One zygote process and the pipes to it; used by one thread at a time."""
+
+    def __init__(self, tag: str) -> None:
+        debug = os.environ.get("VERIFRL_SANDBOX_DEBUG")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", ZYGOTE, tag], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=None if debug else subprocess.DEVNULL, env={}, start_new_session=True, close_fds=True)
+        self.hello = self._recv(60.0)
+        if self.hello is None:
+            self.kill()
+            raise SandboxUnavailable("the sandbox zygote did not start")
+
+    def _recv(self, timeout: float) -> dict | None:
+        fd = self.proc.stdout.fileno()
+        end = time.monotonic() + timeout
+        buf = b""
+        need = 4
+        length = None
+        while len(buf) < need:
+            remaining = end - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                return None
+            chunk = os.read(fd, need - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+            if length is None and len(buf) == 4:
+                length = struct.unpack(">I", buf)[0]
+                need, buf = length, b""
+                if need == 0:
+                    break
+        return json.loads(buf)
+
+    def request(self, job: dict, timeout: float) -> dict | None:
+        data = json.dumps(job).encode()
+        try:
+            self.proc.stdin.write(struct.pack(">I", len(data)) + data)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return None
+        return self._recv(timeout)
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()  # EOF: the zygote leaves its loop
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+
+class SandboxPool:
+    """``size`` zygotes running :class:`Run` requests concurrently at one isolation level."""
+
+    def __init__(self, size: int = 0, isolation: str = "auto") -> None:
+        self.size = size or max(1, os.cpu_count() or 1)
+        self.tag = f"verifrl-sandbox-{uuid.uuid4().hex[:12]}"  # visible in every sandbox process's cmdline
+        self._idle: queue.Queue[_Zygote] = queue.Queue()
+        self._lock = threading.Lock()
+        self._closed = False
+        first = _Zygote(self.tag)
+        self.available: list[str] = first.hello["layers"]
+        self.level, self.layers = choose_layers(isolation, self.available)
+        log.info("code sandbox: isolation level %r (layers %s; this machine offers %s), %d workers",
+                 self.level, "+".join(self.layers), "+".join(self.available), self.size)
+        self._idle.put(first)
+        for _ in range(self.size - 1):
+            self._idle.put(_Zygote(self.tag))
+        self._executor = ThreadPoolExecutor(self.size, thread_name_prefix="sandbox")
+
+    def worker_pids(self) -> list[int]:
+        return [z.proc.pid for z in list(self._idle.queue)]
+
+    def _job(self, run: Run) -> dict:
+        lim = run.limits
+        return {
+            "mode": run.mode, "source": run.source, "stdin_b64": base64.b64encode(run.stdin).decode(),
+            "probes": run.probes, "secret": run.secret, "layers": list(self.layers),
+            "timeout": lim.timeout, "call_timeout": lim.call_timeout, "cpu": max(1, int(lim.timeout + 1)),
+            "memory": lim.memory_mb << 20, "fsize": lim.file_mb << 20, "tmpfs": lim.disk_mb << 20,
+            "max_output": lim.max_output_bytes, "nofile": lim.nofile, "nproc": lim.nproc,
+        }
+
+    def run_one(self, run: Run) -> RunResult:
+        if self._closed:
+            raise RuntimeError("the sandbox pool is closed")
+        zygote = self._idle.get()
+        try:
+            reply = zygote.request(self._job(run), run.limits.timeout + 20.0)
+            if reply is None:  # dead or unresponsive zygote: replace it, never wait on it again
+                zygote.kill()
+                zygote = _Zygote(self.tag)
+                return RunResult(error="sandbox worker died or stopped answering")
+        finally:
+            self._idle.put(zygote)
+        if "error" in reply:
+            return RunResult(error=str(reply["error"]))
+        return RunResult(
+            exit=reply["exit"], signal=reply["signal"], timed_out=reply["timed_out"],
+            output_limit=reply["output_limit"], wall=reply["wall"],
+            stdout=base64.b64decode(reply["stdout_b64"]), stderr=base64.b64decode(reply["stderr_b64"]),
+            channel=base64.b64decode(reply["channel_b64"]))
+
+    def run_many(self, runs: list[Run]) -> list[RunResult]:
+        return list(self._executor.map(self.run_one, runs))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._executor.shutdown(wait=True)
+        while not self._idle.empty():
+            self._idle.get().close()
+
+    def __enter__(self) -> "SandboxPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
