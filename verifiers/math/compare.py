@@ -29,7 +29,8 @@ from verifiers.math.units import convert_factor
 _PREC = 40
 _EXACT_TOL = sp.Float("1e-15", _PREC)
 _POINTS = (sp.Rational(731, 1000), sp.Rational(1379, 1000), sp.Rational(-613, 1000),
-           sp.Rational(2417, 1000), sp.Rational(-1813, 1000))
+           sp.Rational(2417, 1000), sp.Rational(-1813, 1000), sp.Rational(1931, 1000),
+           sp.Rational(3163, 1000), sp.Rational(571, 1000))
 _SYMBOL_SHIFT = sp.Rational(317, 1000)
 
 
@@ -54,31 +55,39 @@ def readings_equal(gold: Reading, pred: Reading, policy: Policy) -> bool:
 
 # -- structure -------------------------------------------------------------------------------------
 def _is_name(x: Any) -> bool:
-    """Left side of an assignment: x, x_1, f(x), AB, |AB|, \\alpha."""
+    """Left side of an assignment: x, x_1, f(x), AB, NO/BO, |AB|, (p, q), A:B."""
     if isinstance(x, sp.Symbol) and x not in MARKERS:
         return True
     if isinstance(x, sp.core.function.AppliedUndef):
         return True
     if isinstance(x, sp.Abs) and _is_name(x.args[0]):
         return True
-    if isinstance(x, sp.Mul) and len(x.args) <= 3 and all(isinstance(a, sp.Symbol) for a in x.args):
+    if isinstance(x, sp.Mul) and len(x.args) <= 4 and all(
+            isinstance(a, sp.Symbol) or (isinstance(a, sp.Pow) and isinstance(a.base, sp.Symbol)
+                                         and a.exp == -1) for a in x.args):
         return True
+    if isinstance(x, (Bracket, Ratio)):
+        items = x.items if isinstance(x, Bracket) else x.parts
+        return all(isinstance(i, sp.Basic) and _is_name(i) for i in items)
     return False
 
 
 def unwrap(node: Any) -> Any:
-    """Strip assignments (``x = 3`` -> 3, ``z = 1+1 = 2`` -> 2, ``x \\in S`` -> S) and expand
-    ``\\pm`` into a two-element list."""
+    """Strip assignments (``x = 3`` -> 3, ``z = 1+1 = 2`` -> 2, ``x \\in S`` -> S, a numeric chain
+    ``\\frac12 = 0.5`` -> 0.5, ``x = \\frac13 \\approx 0.33`` -> 1/3) and expand ``\\pm`` into a
+    two-element list."""
     if isinstance(node, Rel):
         ops, items = node.ops, node.items
         if "~" in ops:
-            # "x = 1/3 \approx 0.33": the value is what precedes the approximation
             cut = ops.index("~")
-            if cut == 0 or (cut == 1 and _is_name(items[0])):
-                return unwrap(items[cut + 1])
-            return unwrap(Rel(items[:cut + 1], ops[:cut]) if cut > 1 else items[cut])
-        if all(o == "=" for o in ops) and (len(items) > 2 or _is_name(items[0])):
-            return unwrap(items[-1])
+            if cut == 0:
+                return unwrap(items[1] if _is_name(items[0]) else items[0])
+            return unwrap(Rel(items[:cut + 1], ops[:cut]))
+        if all(o == "=" for o in ops):
+            last = items[-1]
+            numeric = all(isinstance(i, sp.Expr) and not _free(i) for i in items)
+            if len(items) > 2 or _is_name(items[0]) or numeric:
+                return unwrap(last)
         if ops == ("in",) and _is_name(items[0]):
             return unwrap(items[1])
         return node
@@ -86,6 +95,9 @@ def unwrap(node: Any) -> Any:
         plus, minus = node.subs(PM, 1), node.subs(PM, -1)
         return ListOf((plus, minus))
     if isinstance(node, ListOf):
+        grouped = _group_assignments(node)
+        if grouped is not None:
+            return grouped
         flat: list = []
         for it in node.items:
             u = unwrap(it)
@@ -95,6 +107,20 @@ def unwrap(node: Any) -> Any:
                 flat.append(u)
         return ListOf(tuple(flat))
     return node
+
+
+def _group_assignments(node: ListOf) -> ListOf | None:
+    """``p=5, q=2; p=7, q=2`` -> ``(5, 2), (7, 2)``: names repeating with a period k > 1."""
+    names = []
+    for it in node.items:
+        if not (isinstance(it, Rel) and it.ops == ("=",) and _is_name(it.items[0])):
+            return None
+        names.append(it.items[0])
+    k = len(dict.fromkeys(names))
+    if k < 2 or k == len(names) or len(names) % k or any(names[i] != names[i % k] for i in range(len(names))):
+        return None
+    values = [it.items[1] for it in node.items]
+    return ListOf(tuple(Bracket("(", ")", tuple(values[i:i + k])) for i in range(0, len(values), k)))
 
 
 def _names(node: Any) -> tuple | None:
@@ -207,7 +233,8 @@ def _collection_equal(g: Any, p: Any, ctx: Ctx) -> bool:
         return _multiset_equal(gi, pi, ctx)
     if ctx.policy.ordered_lists:
         return len(gi) == len(pi) and all(equal(a, b, ctx) for a, b in zip(gi, pi))
-    return _multiset_equal(gi, pi, ctx)
+    # several solutions: a solution listed twice is still the same answer
+    return _multiset_equal(_dedupe(gi, ctx), _dedupe(pi, ctx), ctx)
 
 
 def _matrix_cells(x: Any) -> list[list] | None:
@@ -246,6 +273,8 @@ def _ratio_equal(g: Any, p: Any, ctx: Ctx) -> bool:
         if len(g.parts) != len(p.parts):
             return False
         a, b = [sp.sympify(x) for x in g.parts], [sp.sympify(x) for x in p.parts]
+        if any(x == 0 for x in a + b):
+            return all(scalar_equal(x, y, ctx) for x, y in zip(a, b))
         # proportional: a_i * b_0 == b_i * a_0
         return all(scalar_equal(a[i] * b[0], b[i] * a[0], ctx) for i in range(1, len(a))) and \
             not all(x == 0 for x in a)
@@ -318,15 +347,14 @@ def _rel_to_set(rel: Rel) -> sp.Set | None:
         return None
     if not all(isinstance(i, sp.Expr) for i in rel.items):
         return None
+    funcs = [i for i in rel.items if isinstance(i, sp.core.function.AppliedUndef)]
+    if len(funcs) == 1:
+        # 0 < f(x) < 1: the function value is the unknown
+        unknown = sp.Symbol("__unknown__")
+        rel = Rel(tuple(unknown if i is funcs[0] else i for i in rel.items), rel.ops)
     syms = set().union(*[_free(i) for i in rel.items])
     if len(syms) != 1:
-        # 0 < f(x) < 1: the quantity in the middle is the unknown
-        mid = [i for i in rel.items if _free(i)]
-        if len(mid) == 1 and isinstance(mid[0], sp.core.function.AppliedUndef):
-            syms = {sp.Symbol("__unknown__")}
-            rel = Rel(tuple(sp.Symbol("__unknown__") if i is mid[0] else i for i in rel.items), rel.ops)
-        else:
-            return None
+        return None
     x = next(iter(syms))
     result: sp.Set = sp.S.Reals
     for (a, b), op in zip(zip(rel.items, rel.items[1:]), rel.ops):
@@ -483,6 +511,10 @@ def _num(expr: sp.Expr, subs: dict | None = None) -> sp.Expr | None:
     return v
 
 
+def _is_real(v: sp.Expr) -> bool:
+    return bool(abs(sp.im(v)) <= sp.Float("1e-25") * max(1, abs(sp.re(v))))
+
+
 def _close(a: sp.Expr, b: sp.Expr, tol: sp.Float) -> bool:
     diff = abs(a - b)
     scale = max(abs(a), abs(b))
@@ -531,7 +563,9 @@ def expr_equal(g: sp.Expr, p: sp.Expr, ctx: Ctx) -> bool:
         if vg is None or vp is None:
             return False
         if not _close(vg, vp, ctx.tol):
-            return False
+            if _is_real(vg) and _is_real(vp):
+                return False
+            continue  # a branch choice of a fractional power at a negative point
         agree += 1
     if agree >= 3:
         return True

@@ -6,16 +6,18 @@ milliseconds.
 
 Tiers, the first that finds something wins:
 
-1. the last ``\\boxed{..}`` / ``\\fbox{..}`` (nested braces). Several boxes at the end separated
-   only by a short phrase (``\\boxed{1} and \\boxed{2}``, at most four words) form one answer
-   ``1, 2``;
-2. the last answer marker: ``#### 42`` (GSM8K), ``Answer: ...``, ``the (final) answer is ...``
-   -- the rest of that line, cut at the end of the sentence; inside it, the part after a last
-   `` is `` (``Final Answer: The largest $n$ is 34.``) or its last ``$..$`` math;
-3. the last delimited math ``$..$``, ``$$..$$``, ``\\(..\\)``, ``\\[..\\]``;
-4. the whole completion when it is a short single line that reads as an answer, not prose
-   (``42``, ``x^2+1``, ``10 square units``);
-5. the last number, if ``last_number_fallback`` (default True).
+1. whichever comes last of: the last ``\\boxed{..}`` / ``\\fbox{..}`` (nested braces; several
+   boxes at the end separated only by a short phrase, ``\\boxed{1} and \\boxed{2}``, at most
+   four words, form one answer ``1, 2``) and the last answer marker: ``#### 42`` (GSM8K),
+   ``Answer: ...``, ``the (final) answer is ...`` -- the rest of that line, cut at the end of the
+   sentence; inside it, the part after a last `` is `` (``Final Answer: The largest $n$ is 34.``)
+   or its last ``$..$`` math, or its last number when it is prose;
+2. whichever comes last of: the last concluding sentence (``Therefore ...``, ``Thus ...``), read
+   like a marker line, and the last delimited math ``$..$``, ``$$..$$``, ``\\(..\\)``,
+   ``\\[..\\]`` (spans joined only by "and"/"or"/commas form one answer);
+3. the whole completion when it is short and reads as an answer, not prose (``42``, ``x^2+1``,
+   ``10 square units``);
+4. the last number, if ``last_number_fallback`` (default True).
 
 Returns None when nothing is found (the verifier reports ``reason="no_answer"``).
 """
@@ -24,13 +26,16 @@ from __future__ import annotations
 
 import re
 
+from verifiers.math.normalize import unescape
+
 _BOX_CMDS = ("\\boxed", "\\fbox")
 _MAX_JOIN_WORDS = 4
 _MARKER = re.compile(
     r"(?:####|(?:final\s+answer|the\s+answer|answer)\s*(?:is|:|=)\s*(?:\\?[:])?|(?:^|\n)\s*answer\s*[:.]?)",
     re.I)
-_SENTENCE_END = re.compile(r"\.(?:\s+[A-Z]|\s*$)|\n")
-_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
+_SENTENCE_END = re.compile(r"\.(?=\s|$)|\n")
+_NUMBER = re.compile(r"(?:-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+)(?:\s?\\?%)?")
+_CONCLUSION = re.compile(r"(?:^|[.!\n$]\s*)(?:therefore|thus|hence|so|in conclusion|in summary)\b[,:]?", re.I)
 _WORD = re.compile(r"[A-Za-z]{3,}")
 _SEPARATOR_NOISE = re.compile(r"\\text\{([^{}]*)\}|\\(?:quad|qquad|[,;:! ])|\$|\\\(|\\\)|\\\[|\\\]|[,;.&]")
 
@@ -91,7 +96,7 @@ def _separator_words(sep: str) -> int | None:
     return len(cleaned.split())
 
 
-def _from_boxes(s: str) -> str | None:
+def _from_boxes(s: str) -> tuple[int, str] | None:
     boxes = [b for b in find_boxes(s) if b[2].strip()]
     if not boxes:
         return None
@@ -101,18 +106,55 @@ def _from_boxes(s: str) -> str | None:
         if words is None or words > _MAX_JOIN_WORDS:
             break
         chain.insert(0, prev)
-    return ", ".join(b[2].strip() for b in chain)
+    return chain[-1][0], ", ".join(b[2].strip() for b in chain)
+
+
+_CONNECTORS = {"and", "or", ",", ";"}
+
+
+def _math_spans(s: str) -> list[tuple[int, int, int, int]]:
+    """``(open, content_start, content_end, close_end)`` of delimited math, in order."""
+    spans = []
+    for open_, close in (("\\[", "\\]"), ("\\(", "\\)")):
+        i = 0
+        while True:
+            a = s.find(open_, i)
+            if a < 0:
+                break
+            b = s.find(close, a + 2)
+            if b < 0:
+                break
+            if open_ == "\\[" or "\n" not in s[a:b]:  # inline \( .. \) stays on one line
+                spans.append((a, a + 2, b, b + 2))
+            i = b + 2
+    spans.extend(_dollar_spans(s))
+    spans.sort()
+    return spans
 
 
 def _last_math(s: str) -> str | None:
-    """Content of the last ``$..$`` / ``$$..$$`` / ``\\(..\\)`` / ``\\[..\\]``."""
-    best: tuple[int, str] | None = None
-    for open_, close in (("\\[", "\\]"), ("\\(", "\\)")):
-        end = s.rfind(close)
-        if end >= 0:
-            start = s.rfind(open_, 0, end)
-            if start >= 0 and (best is None or end > best[0]):
-                best = (end, s[start + 2:end])
+    """Content of the last ``$..$`` / ``$$..$$`` / ``\\(..\\)`` / ``\\[..\\]``; several spans
+    joined only by "and" / "or" / commas (``$1$ and $2$``) form one answer."""
+    spans = [sp for sp in _math_spans(s) if s[sp[1]:sp[2]].strip()]
+    if not spans:
+        return None
+    chain = [spans[-1]]
+    for prev in reversed(spans[:-1]):
+        between = s[prev[3]:chain[0][0]]
+        words = between.replace(",", " , ").split()
+        if prev[3] > chain[0][0] or not words or any(w.lower() not in _CONNECTORS for w in words):
+            break
+        chain.insert(0, prev)
+    return ", ".join(s[a:b].strip() for _, a, b, _ in chain)
+
+
+def _last_math_pos(s: str) -> tuple[int, str] | None:
+    spans = [sp for sp in _math_spans(s) if s[sp[1]:sp[2]].strip()]
+    found = _last_math(s)
+    return (spans[-1][0], found) if found else None
+
+
+def _dollar_spans(s: str) -> list[tuple[int, int, int, int]]:
     # dollars: pair them up from the left, skipping escaped \$
     spans = []
     i, n = 0, len(s)
@@ -128,44 +170,70 @@ def _last_math(s: str) -> str | None:
             if open_at is None:
                 open_at = (i, width)
             elif open_at[1] == width:
-                spans.append((open_at[0] + width, i))
+                if width == 2 or "\n" not in s[open_at[0]:i]:  # inline $..$ stays on one line
+                    spans.append((open_at[0], open_at[0] + width, i, i + width))
                 open_at = None
             i += width
             continue
         i += 1
-    if spans:
-        a, b = spans[-1]
-        if best is None or b > best[0]:
-            best = (b, s[a:b])
-    if best is None or not best[1].strip():
-        return None
-    return best[1].strip()
+    return spans
 
 
-def _from_marker(s: str) -> str | None:
+def _from_marker(s: str) -> tuple[int, str] | None:
     matches = list(_MARKER.finditer(s))
     if not matches:
         return None
     for m in reversed(matches):
-        rest = s[m.end():]
-        end = _SENTENCE_END.search(rest)
-        seg = rest[:end.start()] if end else rest
-        seg = seg.strip().strip("*").strip()
-        if not seg:
-            continue
-        math = _last_math(seg)
-        if " is " in seg and (math is None or seg.rfind(" is ") > seg.rfind("$")):
-            seg = seg[seg.rfind(" is ") + 4:].strip()
-            math = _last_math(seg) or None
-        return (math or seg).strip().rstrip(".").strip() or None
+        found = _answer_after(s, m.end())
+        if found:
+            return m.start(), found
     return None
+
+
+def _from_conclusion(s: str) -> tuple[int, str] | None:
+    """The last "Therefore / Thus / So ..." sentence: its math, what follows its last " is ", or
+    its last number."""
+    last = None
+    for m in _CONCLUSION.finditer(s):
+        last = m
+    if last is None:
+        return None
+    found = _answer_after(s, last.end(), conclusion=True)
+    return (last.start(), found) if found else None
+
+
+def _answer_after(s: str, start: int, conclusion: bool = False) -> str | None:
+    """The answer written right after a marker or a concluding word at ``start``."""
+    rest = s[start:]
+    lead = rest.lstrip(" \t*:")
+    if lead.startswith(("$", "\\[", "\\(")):
+        # the answer is displayed math, possibly over several lines
+        spans = _math_spans(lead)
+        if spans and spans[0][0] == 0:
+            return lead[spans[0][1]:spans[0][2]].strip() or None
+    end = _SENTENCE_END.search(rest)
+    seg = rest[:end.start()] if end else rest
+    seg = seg.strip().strip("*").strip()
+    if not seg:
+        return None
+    math = _last_math(seg)
+    if " is " in seg and (math is None or seg.rfind(" is ") > seg.rfind("$")):
+        seg = seg[seg.rfind(" is ") + 4:].strip()
+        math = _last_math(seg) or None
+    found = (math or seg).strip().rstrip(".").strip()
+    if math is None and _prose(found):
+        # "Jane started growing Sphere 3 hours ago" -> 3
+        found = _last_number(found) or ("" if conclusion else found)
+    return found or None
+
+
+def _prose(t: str) -> bool:
+    return len(_WORD.findall(re.sub(r"\\[a-zA-Z]+", " ", t))) > 2
 
 
 def _whole(s: str) -> str | None:
     t = s.strip()
-    if not t or "\n" in t or len(t) > 80:
-        return None
-    if len(_WORD.findall(re.sub(r"\\[a-zA-Z]+", " ", t))) > 2:
+    if not t or len(t) > 400 or ("\n" in t and "\\begin" not in t) or _prose(t):
         return None
     return t
 
@@ -183,10 +251,17 @@ def extract_answer(completion: str, *, last_number_fallback: bool = True) -> str
     """The final answer written in ``completion``, or None (see the module doc for the tiers)."""
     if not completion or not completion.strip():
         return None
-    for tier in (_from_boxes, _from_marker, _last_math, _whole):
-        found = tier(completion)
-        if found:
-            return found
+    completion = unescape(completion)
+    # a box or an answer marker, whichever comes last ("\boxed{200} ... The final answer is 455")
+    strong = [c for c in (_from_boxes(completion), _from_marker(completion)) if c]
+    if strong:
+        return max(strong)[1]
+    weak = [c for c in (_from_conclusion(completion), _last_math_pos(completion)) if c]
+    if weak:
+        return max(weak)[1]
+    found = _whole(completion)
+    if found:
+        return found
     if last_number_fallback:
         return _last_number(completion)
     return None

@@ -20,8 +20,9 @@ _WRAPPERS = [
 ]
 _BOX = re.compile(r"^\\(?:boxed|fbox)\s*\{")
 _TRAILING = re.compile(r"(?:\s|\\quad|\\qquad|\\[,;:! ]|\\\\|[.;,]|\\$)+$")
-_THOUSANDS_MARK = re.compile(r"(\d)\s*(?:\{,\}|,\\!|\\!,|,\\,|\\,|\\!|\\ |\\;|\\:)\s*(?=\d{3}(?!\d))")
-_THOUSANDS = re.compile(r"(?<![\d.,])([1-9]\d{0,2})((?:,\d{3})+)(?![\d,]|\.\d*,)")
+_THOUSANDS_MARK = re.compile(r"(\d)\s*(?:\{,\s*\}|,\\!|\\!,|,\\,|\\,|\\!|\\ |\\;|\\:)\s*(?=\d{3}(?!\d))")
+# not right after an opening bracket: (12,102) is a pair, not twelve thousand
+_THOUSANDS = re.compile(r"(?<![\d.,(\[])([1-9]\d{0,2})((?:,\d{3})+)(?![\d,]|\.\d*,)")
 _SPACE_THOUSANDS = re.compile(r"-?[1-9]\d{0,2}(?: \d{3})+(?:\.\d+)?")
 _MIXED = re.compile(r"(-?)(\d+)\s+(\d+)\s*/\s*(\d+)")
 _DECIMAL_COMMA = re.compile(r"-?\d+,\d{2,}")
@@ -39,6 +40,18 @@ def _matching_brace(s: str, open_idx: int) -> int:
             if depth == 0:
                 return j
     return -1
+
+
+_DOUBLE_ESCAPED = re.compile(r"(?<!\\)\\\\(?:frac|dfrac|tfrac|left|right|sqrt|begin|end|pi|le|ge|text|boxed|cdot|infty|times|mathrm)\b")
+_GLUED_SPACING = re.compile(r"\\(qquad|quad)(?=[A-Za-z])")
+
+
+def unescape(s: str) -> str:
+    """Undo doubled backslashes (``\\\\frac`` copied from a string literal) and split spacing
+    commands glued to a letter (``\\quadx``)."""
+    if _DOUBLE_ESCAPED.search(s):
+        s = s.replace("\\\\", "\\")
+    return _GLUED_SPACING.sub(r"\\\1 ", s)
 
 
 def strip_wrappers(s: str) -> str:
@@ -65,7 +78,7 @@ def strip_wrappers(s: str) -> str:
 
 def clean(s: str) -> str:
     """One normalised reading (thousands joined, dollars and ``\\left.`` removed)."""
-    s = strip_wrappers(s)
+    s = strip_wrappers(unescape(s))
     s = s.replace("\\left.", "").replace("\\right.", "")
     s = s.replace("\\%", "%")
     s = _DOLLARS.sub("", s)

@@ -146,6 +146,28 @@ def safe_factorial(x: Any) -> Any:
     return sp.factorial(x)
 
 
+def _arith(op: str, a: Any, b: Any) -> Any:
+    """``a op b`` where either side may be a matrix (sum / product / scaling of matrices)."""
+    if isinstance(a, Matrix) or isinstance(b, Matrix):
+        ma = sp.ImmutableMatrix([[_expr(c) for c in r] for r in a.rows]) if isinstance(a, Matrix) else _expr(a)
+        mb = sp.ImmutableMatrix([[_expr(c) for c in r] for r in b.rows]) if isinstance(b, Matrix) else _expr(b)
+        try:
+            res = {"+": lambda: ma + mb, "-": lambda: ma - mb, "*": lambda: ma * mb}[op]()
+        except (sp.ShapeError, TypeError, KeyError) as err:
+            raise ParseError(f"matrix arithmetic: {err}") from None
+        if not isinstance(res, sp.MatrixBase):
+            raise ParseError("matrix arithmetic gave a scalar")
+        return Matrix(tuple(tuple(res.row(i)) for i in range(res.rows)))
+    a, b = _expr(a), _expr(b)
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    return a / b
+
+
 def _expr(x: Any) -> sp.Expr:
     if isinstance(x, sp.Basic):
         return x
@@ -228,6 +250,8 @@ class Parser:
         self.enter()
         try:
             first = self.parse_union()
+            if self.is_sym(":"):
+                first = self.parse_ratio(first, stop)
             items, ops = [first], []
             while True:
                 t = self.tok
@@ -235,12 +259,11 @@ class Parser:
                     ops.append(_REL_OPS[t.value])
                 elif t.kind == "CMD" and t.value in ("in", "approx", "equiv", "sim", "simeq", "cong"):
                     ops.append({"in": "in", "approx": "~", "sim": "~", "simeq": "~"}.get(t.value, "="))
-                elif t.kind == "SYM" and t.value == ":" and not ops:
-                    return self.parse_ratio(first, stop)
                 else:
                     break
                 self.advance()
-                items.append(self.parse_union())
+                item = self.parse_union()
+                items.append(self.parse_ratio(item, stop) if self.is_sym(":") else item)
             if ops:
                 return Rel(tuple(items), tuple(ops))
             return first
@@ -304,12 +327,9 @@ class Parser:
     def parse_sum(self) -> Any:
         left = self.parse_term()
         while True:
-            if self.is_sym("+"):
-                self.advance()
-                left = _expr(left) + _expr(self.parse_term())
-            elif self.is_sym("-"):
-                self.advance()
-                left = _expr(left) - _expr(self.parse_term())
+            if self.is_sym("+", "-"):
+                op = self.advance().value
+                left = _arith(op, left, self.parse_term())
             elif self.tok.kind == "CMD" and self.tok.value in ("pm", "mp"):
                 sign = PM if self.advance().value == "pm" else -PM
                 left = _expr(left) + sign * _expr(self.parse_term())
@@ -335,7 +355,7 @@ class Parser:
         while True:
             if self.is_sym("*"):
                 self.advance()
-                left = _expr(left) * _expr(self.parse_unary())
+                left = _arith("*", left, self.parse_unary())
             elif self.is_sym("/"):
                 self.advance()
                 right = _expr(self.parse_unary())
@@ -689,7 +709,7 @@ def _mixed_or_product(left: Any, right: Any, parser: Parser) -> Any:
             and not right.is_Integer and 0 < right < 1 and _last_was_frac(parser):
         return left + right if left >= 0 else left - right
     del prev
-    return _expr(left) * _expr(right)
+    return _arith("*", left, right)
 
 
 def _last_was_frac(parser: Parser) -> bool:

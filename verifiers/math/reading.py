@@ -90,8 +90,7 @@ def read_one(s: str) -> list[Reading]:
     if not _nesting_ok(s):
         raise Unparseable("nesting too deep")
     clock = _clock(s)
-    if clock is not None:
-        return [Reading(clock)]
+    out: list[Reading] = [Reading(clock)] if clock is not None else []
     try:
         tokens = tokenize(s)
     except (LexError, RecursionError) as err:
@@ -99,7 +98,6 @@ def read_one(s: str) -> list[Reading]:
     decimal, places, sig = _decimal_meta(tokens)
     words = [t for t in tokens if t.kind == "WORD" and t.value.lower() not in ("and", "or")]
     has_math = any(t.kind in ("NUM", "CMD", "BEGIN") for t in tokens)
-    out: list[Reading] = []
     if words and not has_math:
         return [Reading(Text(_text_key(tokens)))]
     try:
