@@ -106,7 +106,7 @@ def tokenize(s: str) -> list[Token]:
     return out
 
 
-def _lex_into(s: str, out: list[Token], in_text: bool) -> None:
+def _lex_into(s: str, out: list[Token], in_text: bool, outer_prev: Token | None = None) -> None:
     i, n = 0, len(s)
     space = False
     while i < n:
@@ -115,7 +115,7 @@ def _lex_into(s: str, out: list[Token], in_text: bool) -> None:
             space = True
             i += 1
             continue
-        if c.isdigit() or (c == "." and i + 1 < n and s[i + 1].isdigit()):
+        if "0" <= c <= "9" or (c == "." and i + 1 < n and "0" <= s[i + 1] <= "9"):
             m = _NUM.match(s, i)
             text = m.group(1)
             j = m.end()
@@ -155,7 +155,7 @@ def _lex_into(s: str, out: list[Token], in_text: bool) -> None:
                 j += 1
             if j == i:  # a non-ASCII letter: one symbol
                 j = i + 1
-            _lex_letters(s[i:j], out, space, in_text, prev=out[-1] if out else None)
+            _lex_letters(s[i:j], out, space, in_text, prev=out[-1] if out else outer_prev)
             i = j
             space = False
             continue
@@ -188,20 +188,29 @@ def _lex_into(s: str, out: list[Token], in_text: bool) -> None:
             out.append(Token("SYM", "^", space))
             i += 1
         else:
-            out.append(Token("SYM", _UNICODE_SYMS.get(c, c), space))
+            mapped = _UNICODE_SYMS.get(c, c)
+            if mapped.startswith("\\") and len(mapped) > 1:
+                out.append(Token("CMD", mapped[1:], space))
+            elif mapped.startswith("^") and len(mapped) > 1:
+                out.append(Token("SYM", "^", space))
+                out.append(Token("NUM", mapped[1:], False))
+            else:
+                out.append(Token("SYM", mapped, space))
         i += 1
         space = False
 
 
 _UNICODE_SYMS = {"−": "-", "–": "-", "×": "*", "·": "*", "÷": "/", "≤": "<=", "≥": ">=",
                  "≠": "!=", "π": "\\pi", "∞": "\\infty", "°": "\\circ", "∪": "\\cup",
-                 "±": "\\pm", "√": "\\sqrt", "⋅": "*", "∈": "\\in", "≈": "\\approx"}
+                 "±": "\\pm", "√": "\\sqrt", "⋅": "*", "∈": "\\in", "≈": "\\approx",
+                 "²": "^2", "³": "^3"}
 
 
 def _lex_letters(run: str, out: list[Token], space: bool, in_text: bool, prev: Token | None) -> None:
     low = run.lower()
     if in_text:
-        if len(run) >= 2 or low in SEPARATOR_WORDS:
+        unit_after_number = run in SHORT_UNITS and prev is not None and prev.kind == "NUM"
+        if len(run) >= 2 or low in SEPARATOR_WORDS or unit_after_number:
             out.append(Token("WORD", run, space))
         else:
             out.append(Token("IDENT", run, space))
@@ -217,7 +226,7 @@ def _lex_letters(run: str, out: list[Token], space: bool, in_text: bool, prev: T
         return
     # a known function name glued to a symbol: "sinx", "lnx"
     for f in sorted(FUNCTIONS, key=len, reverse=True):
-        if len(run) > len(f) and run.startswith(f) and len(f) >= 2:
+        if len(f) < len(run) <= len(f) + 2 and run.startswith(f) and len(f) >= 2:
             out.append(Token("CMD", f, space))
             _lex_letters(run[len(f):], out, False, in_text, prev=None)
             return
@@ -245,7 +254,7 @@ def _lex_command(s: str, name: str, j: int, out: list[Token], space: bool) -> in
         content, end = arg
         if name in TEXT_COMMANDS:
             sub: list[Token] = []
-            _lex_into(content, sub, in_text=True)
+            _lex_into(content, sub, in_text=True, outer_prev=out[-1] if out else None)
             if sub:
                 sub[0].space = sub[0].space or space
             out.extend(sub)

@@ -93,7 +93,7 @@ def read_one(s: str) -> list[Reading]:
     out: list[Reading] = [Reading(clock)] if clock is not None else []
     try:
         tokens = tokenize(s)
-    except (LexError, RecursionError) as err:
+    except (LexError, RecursionError, ValueError, AttributeError) as err:
         raise Unparseable(str(err)) from None
     decimal, places, sig = _decimal_meta(tokens)
     words = [t for t in tokens if t.kind == "WORD" and t.value.lower() not in ("and", "or")]
