@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import json
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,12 +74,30 @@ _SAFE_CALLS = {"set": set, "frozenset": frozenset, "tuple": tuple, "list": list,
                "float": float, "int": int, "str": str, "complex": complex, "bytes": bytes}
 
 
+_ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+          ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+
+
 def safe_literal(node: ast.AST) -> Any:
-    """Evaluate a literal, also allowing ``set()``/``tuple([..])``/``float('inf')``-style wrappers."""
+    """Evaluate a literal, also allowing ``set()``/``tuple([..])``/``float('inf')``-style wrappers
+    and arithmetic on numbers (``2 ** 200``, ``1 / 3``), never a name or an arbitrary call."""
     try:
         return ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         pass
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        items = [safe_literal(e) for e in node.elts]
+        try:
+            return {ast.Tuple: tuple, ast.List: list, ast.Set: set}[type(node)](items)
+        except TypeError as err:
+            raise SpecError(f"bad literal {ast.unparse(node)}: {err}") from err
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        try:
+            return {safe_literal(k): safe_literal(v) for k, v in zip(node.keys, node.values)}
+        except TypeError as err:
+            raise SpecError(f"bad literal {ast.unparse(node)}: {err}") from err
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _SAFE_CALLS \
             and not node.keywords:
         args = [safe_literal(a) for a in node.args]
@@ -86,6 +105,15 @@ def safe_literal(node: ast.AST) -> Any:
             return _SAFE_CALLS[node.func.id](*args)
         except (TypeError, ValueError) as err:
             raise SpecError(f"bad literal {ast.unparse(node)}: {err}") from err
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITH:
+        a, b = safe_literal(node.left), safe_literal(node.right)
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b)):
+            if isinstance(node.op, ast.Pow) and (abs(b) > 1000 or abs(a) > 1 << 64):
+                raise SpecError(f"power too large to evaluate: {ast.unparse(node)}")
+            try:
+                return _ARITH[type(node.op)](a, b)
+            except (ArithmeticError, ValueError) as err:
+                raise SpecError(f"bad constant {ast.unparse(node)}: {err}") from err
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         value = safe_literal(node.operand)
         if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -148,7 +148,10 @@ class CodeVerifier:
             else:
                 tests_ = [self._judge_case(case, res) for case, res in zip(suite.cases, got)]
             stderr = b"".join(r.stderr for r in got)[-500:].decode("utf-8", "replace")
-            results[i] = self._result(tests_, None, stderr=stderr)
+            extra = {"stderr": stderr}
+            if suite.kind == "function":
+                extra["load_error"] = self._load_error(runs[0], got[0])
+            results[i] = self._result(tests_, None, **{k: v for k, v in extra.items() if v})
         return results  # type: ignore[return-value]
 
     @staticmethod
@@ -172,6 +175,18 @@ class CodeVerifier:
             return "timeout"
         if res.output_limit:
             return "output_limit"
+        return None
+
+    @staticmethod
+    def _load_error(run: Run, res: RunResult) -> str | None:
+        """The exception that stopped the program at import time, as the child reported it."""
+        prefix = f"{run.secret}\tload\terror\t"
+        for line in res.channel.decode("utf-8", "replace").splitlines():
+            if line.startswith(prefix):
+                try:
+                    return str(json.loads(line[len(prefix):]))[:300]
+                except ValueError:
+                    return None
         return None
 
     def _judge_function(self, suite: Suite, run: Run, res: RunResult) -> list[dict]:

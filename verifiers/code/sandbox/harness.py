@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import traceback
+import types
 
 MAX_DEPTH = 100
 MAX_ITEMS = 1_000_000
@@ -72,9 +73,17 @@ def _on_alarm(signum, frame):  # noqa: ARG001
     raise _CallTimeout()
 
 
+def _module(name: str) -> dict:
+    """A fresh module registered in sys.modules (dataclasses, pickle, typing look it up there)."""
+    module = types.ModuleType(name)
+    module.__dict__["__builtins__"] = builtins
+    sys.modules[name] = module
+    return module.__dict__
+
+
 def run_stdio(source: str) -> int:
     """Run the program as __main__; return its exit status."""
-    ns = {"__name__": "__main__", "__builtins__": builtins}
+    ns = _module("__main__")
     try:
         exec(compile(source, "<solution>", "exec"), ns)
     except SystemExit as exc:
@@ -108,11 +117,11 @@ def run_function(source: str, probes: list[dict], secret: str, channel_fd: int, 
         while line:
             line = line[write(channel_fd, line):]
 
-    ns: dict = {"__name__": "__solution__", "__builtins__": builtins}
+    ns = _module("__solution__")
     try:
         exec(compile(source, "<solution>", "exec"), ns)
     except BaseException as exc:
-        emit("load", "error", type(exc).__name__)
+        emit("load", "error", f"{type(exc).__name__}: {exc}"[:300])
         return
     signal.signal(signal.SIGALRM, _on_alarm)
     for index, probe in enumerate(probes):

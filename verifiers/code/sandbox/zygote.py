@@ -230,8 +230,8 @@ def _supervise(job: dict, scratch: str) -> dict:
 
 # --------------------------------------------------------------------------- zygote loop
 
-def _run(job: dict, private_fds: tuple[int, int], scratch_base: str) -> dict:
-    scratch = tempfile.mkdtemp(prefix="verifrl-sbx-", dir=scratch_base)
+def _run(job: dict, private_fds: tuple[int, int], scratch_base: str, tag: str) -> dict:
+    scratch = tempfile.mkdtemp(prefix=f"{tag}-", dir=scratch_base)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -277,12 +277,14 @@ def main() -> None:
     os.dup2(devnull, 1)
     os.close(devnull)
     isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)
+    # the pool's tag names our scratch directories, so leftovers can be traced to a pool
+    tag = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1].replace("-", "").isalnum() else "verifrl-sbx"
     scratch_base = tempfile.gettempdir()
     layers = isolation.probe_layers(scratch_base)
     _send(rep, {"hello": True, "layers": layers, "landlock_abi": isolation.landlock_abi(),
                 "pid": os.getpid(), "python": sys.version.split()[0]})
     while (job := _recv(req)) is not None:
-        _send(rep, _run(job, (req, rep), scratch_base))
+        _send(rep, _run(job, (req, rep), scratch_base, tag))
 
 
 if __name__ == "__main__":
