@@ -590,6 +590,9 @@ def _const_equal(g: sp.Expr, p: sp.Expr, ctx: Ctx) -> bool:
     if _is_integer_value(g) and not ctx.gold.decimal:
         # an integer reference needs an integer-valued prediction
         return bool(abs(vp - g) <= sp.Float("1e-20") * max(1, abs(g)))
+    if _is_integer_value(p) and not ctx.pred.decimal:
+        # and, symmetrically, an integer prediction is never a rounding of a non-integer
+        return bool(abs(vg - p) <= sp.Float("1e-20") * max(1, abs(p)))
     if _close(vg, vp, ctx.tol):
         return True
     return _rounded_match(vg, vp, ctx)

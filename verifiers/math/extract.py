@@ -235,6 +235,8 @@ def _whole(s: str) -> str | None:
     t = s.strip()
     if not t or len(t) > 400 or ("\n" in t and "\\begin" not in t) or _prose(t):
         return None
+    if not re.search(r"[\d\\=+\-^/()\[\]{}<>]", t) and len(t.split()) > 2:
+        return None  # "I am not sure." is not an answer; "Evelyn" or "x y" may be
     return t
 
 

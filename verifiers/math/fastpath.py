@@ -53,11 +53,11 @@ def fast_equal(pred: str, gold: str, policy: Policy) -> bool | None:
     gv = _value(clean(gold))
     if gv is None:
         return None
-    (p, p_dec, _), (g, g_dec, g_int) = pv, gv
+    (p, p_dec, p_int), (g, g_dec, g_int) = pv, gv
     if p == g:
         return True
-    if g_int or not (p_dec or g_dec):
-        return False  # exact answers (or an integer reference) must agree exactly
+    if g_int or p_int or not (p_dec or g_dec):
+        return False  # exact answers (or an integer on either side) must agree exactly
     tol = Fraction(max(policy.rel_tol, 1e-15))
     if abs(p - g) <= tol * max(abs(p), abs(g)) or abs(p - g) <= Fraction(1, 10 ** 30):
         return True
