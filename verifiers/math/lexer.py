@@ -155,7 +155,9 @@ def _lex_into(s: str, out: list[Token], in_text: bool, outer_prev: Token | None 
                 j += 1
             if j == i:  # a non-ASCII letter: one symbol
                 j = i + 1
-            _lex_letters(s[i:j], out, space, in_text, prev=out[-1] if out else outer_prev)
+            superscript = j < n and s[j] in "²³" and bool(out) and out[-1].kind == "NUM"
+            _lex_letters(s[i:j], out, space, in_text, prev=out[-1] if out else outer_prev,
+                         superscript=superscript)
             i = j
             space = False
             continue
@@ -206,7 +208,8 @@ _UNICODE_SYMS = {"−": "-", "–": "-", "×": "*", "·": "*", "÷": "/", "≤":
                  "²": "^2", "³": "^3"}
 
 
-def _lex_letters(run: str, out: list[Token], space: bool, in_text: bool, prev: Token | None) -> None:
+def _lex_letters(run: str, out: list[Token], space: bool, in_text: bool, prev: Token | None,
+                 superscript: bool = False) -> None:
     low = run.lower()
     if in_text:
         unit_after_number = run in SHORT_UNITS and prev is not None and prev.kind == "NUM"
@@ -230,7 +233,8 @@ def _lex_letters(run: str, out: list[Token], space: bool, in_text: bool, prev: T
             out.append(Token("CMD", f, space))
             _lex_letters(run[len(f):], out, False, in_text, prev=None)
             return
-    if run in SHORT_UNITS and space and prev is not None and prev.kind == "NUM" and len(run) >= 2:
+    squared_unit = run in SHORT_UNITS and superscript  # "1,000.99m²": m² is a unit
+    if squared_unit or (run in SHORT_UNITS and space and prev is not None and prev.kind == "NUM" and len(run) >= 2):
         out.append(Token("WORD", run, space))
         return
     if len(run) >= 3:

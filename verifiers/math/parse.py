@@ -605,6 +605,8 @@ class Parser:
                     "underline", "mathbf"):
             inner = self.parse_script_text() if self.is_sym("{") else self.advance().value
             return symbol(f"{name}({inner})")
+        if name in ("sum", "prod"):
+            return self.parse_big_operator(name)
         if name in ("dots", "ldots", "cdots"):
             raise ParseError("ellipsis")
         if name == "infty":
@@ -615,6 +617,23 @@ class Parser:
             raise ParseError(f"unsupported function {name}")
         # an unknown command is an opaque symbol (\zzz, \alpha-like macros)
         return symbol("\\" + name)
+
+    def parse_big_operator(self, name: str) -> sp.Expr:
+        """``\\sum_{k=a}^{b} term`` / ``\\prod``: kept unevaluated (bounds may be symbolic)."""
+        if not self.is_sym("_"):
+            raise ParseError(f"\\{name} without a lower bound")
+        self.advance()
+        low = self.parse_arg()
+        if not (isinstance(low, Rel) and low.ops == ("=",) and isinstance(low.items[0], sp.Symbol)):
+            raise ParseError(f"\\{name} lower bound must be k=a")
+        var, start = low.items
+        if not self.is_sym("^"):
+            raise ParseError(f"\\{name} without an upper bound")
+        self.advance()
+        end = _expr(self.parse_arg())
+        term = _expr(self.parse_term())
+        cls = sp.Sum if name == "sum" else sp.Product
+        return cls(term, (var, _expr(start), end))
 
     def _func_power(self) -> sp.Expr | None:
         if self.is_sym("^"):
