@@ -120,9 +120,8 @@ class AdvantageConfig:
     eps: float = 1e-4
     """Added to the std so an all-equal group gets exactly zero advantage."""
     process_weight: float = 1.0
-    """Weight of the process-supervision term in outcome+process mode."""
-    segmenter: str = "line"
-    """Step segmentation for process rewards: line, step_marker, paragraph, or module:callable."""
+    """Weight of the process-supervision term in outcome+process mode (steps come from the verifier
+    that returns step_scores, e.g. math_steps, whose ``segmenter`` kwarg sets the segmentation)."""
 
 
 @dataclass

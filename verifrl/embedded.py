@@ -55,7 +55,7 @@ class EmbeddedModelConfig:
     """Peak AdamW learning rate of the warm start (cosine decay, short linear warm-up)."""
     sft_examples: int = 20000
     """Distinct training problems the warm start draws from."""
-    sft_terse_fraction: float = 0.5
+    sft_terse_fraction: float = 0.0
     """Share of warm-start solutions written tersely (whole expression on one line) rather than
     one operation per line; real SFT corpora mix granularities, and RL learns which pays."""
     seed: int = 0

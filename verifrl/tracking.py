@@ -71,14 +71,15 @@ class Tracker:
         run.define_metric("*", step_metric="train/step")
         return run
 
-    def log(self, step: int, metrics: dict[str, Any]) -> None:
+    def log(self, step: int, metrics: dict[str, Any], console: bool = True) -> None:
         record = {"step": step, "elapsed": round(time.time() - self.start, 3)}
         record.update({k: _jsonable(v) for k, v in metrics.items()})
         self._metrics_file.write(json.dumps(record) + "\n")
         self._metrics_file.flush()
         if self.wandb_run is not None:
             self.wandb_run.log({"train/step": step, **{k: v for k, v in record.items() if v is not None}})
-        self._console(step, metrics)
+        if console:
+            self._console(step, metrics)
 
     def _console(self, step: int, metrics: dict[str, Any]) -> None:
         done = step + 1

@@ -26,7 +26,7 @@ from verifrl.config import Config
 from verifrl.evaluation import evaluate
 from verifrl.models import frozen_copy, load_policy
 from verifrl.prompts import PromptSampler, format_prompt, template_fields
-from verifrl.rewards import overlong_penalty
+from verifrl.rewards import kl_penalized_sequence_rewards, overlong_penalty
 from verifrl.rollout import generate
 from verifrl.scoring import build_verifiers, score_rollouts, step_metrics
 from verifrl.segments import step_end_tokens, token_char_offsets
@@ -129,6 +129,19 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
     if cfg.reward.overlong_cache_length:
         rewards += overlong_penalty(batch.lengths, cfg.rollout.max_new_tokens, cfg.reward.overlong_cache_length)
 
+    loss_mask = batch.completion_mask.clone()
+    if cfg.reward.mask_truncated:
+        loss_mask[batch.truncated] = 0
+    ref_logprobs = None
+    if reference is not None:
+        with timer("reference"):
+            ref_logprobs = batched_logprobs(reference, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
+                                            batch.completion_mask, cfg.rollout.temperature, cfg.trainer.micro_batch_size)
+        if cfg.loss.kl_placement == "reward":
+            # PPO/InstructGPT placement: r - beta * sum_t k1, before the group normalisation
+            rewards = kl_penalized_sequence_rewards(rewards, batch.sampler_logprobs, ref_logprobs,
+                                                    batch.completion_mask, cfg.loss.beta)
+
     with timer("advantages"):
         step_ends = step_rewards = None
         if cfg.advantage.mode != "outcome":
@@ -145,14 +158,6 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
             step_rewards=step_rewards, step_ends=step_ends, process_weight=cfg.advantage.process_weight,
         )  # (N, Lc)
 
-    loss_mask = batch.completion_mask.clone()
-    if cfg.reward.mask_truncated:
-        loss_mask[batch.truncated] = 0
-    ref_logprobs = None
-    if reference is not None:
-        with timer("reference"):
-            ref_logprobs = batched_logprobs(reference, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
-                                            batch.completion_mask, cfg.rollout.temperature, cfg.trainer.micro_batch_size)
     train_batch = TrainBatch(batch.prompt_ids, batch.prompt_mask, batch.completion_ids, loss_mask,
                              batch.sampler_logprobs, advantages, ref_logprobs)
     update_metrics: dict[str, float] = {}
@@ -241,7 +246,7 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
                                    pass_k=cfg.eval.pass_k, pass_k_temperature=cfg.eval.pass_k_temperature, **eval_kwargs)
             log(f"before RL: greedy accuracy {eval_before['accuracy']:.3f}  mean reward {eval_before['mean_reward']:.3f}"
                 f"  (n={eval_before['n']})")
-            tracker.log(-1, {f"eval/{k}": v for k, v in eval_before.items()})
+            tracker.log(-1, {f"eval/{k}": v for k, v in eval_before.items()}, console=False)
         prior_seconds = trainer_state.get("train_seconds", 0.0)
         train_start = time.time()
 
@@ -269,7 +274,7 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
                             config_dict, cfg.checkpoint.keep_last)
         eval_after = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers,
                               pass_k=cfg.eval.pass_k, pass_k_temperature=cfg.eval.pass_k_temperature, **eval_kwargs)
-        tracker.log(cfg.trainer.steps, {f"eval/{k}": v for k, v in eval_after.items()})
+        tracker.log(cfg.trainer.steps, {f"eval/{k}": v for k, v in eval_after.items()}, console=False)
         if cfg.checkpoint.save_final_model:
             policy.save_pretrained(run_dir / "final_model")
             tokenizer.save_pretrained(run_dir / "final_model")

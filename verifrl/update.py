@@ -143,7 +143,7 @@ def update_policy(
         mask = c_mask.to(device).bool()
         entropy_sum += float(entropy[mask].sum())
         entropy_count += int(mask.sum())
-        sums["loss"] = sums.get("loss", 0.0) + float(loss) * weight
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * weight
     grad_norm = torch.nn.utils.clip_grad_norm_(
         model.parameters(), max_grad_norm if max_grad_norm > 0 else float("inf")
     )
