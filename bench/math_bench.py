@@ -42,9 +42,12 @@ def ours_answer(s: str) -> str:
     return extract_answer(s, last_number_fallback=True) or s
 
 
+BASE_POLICY: dict = {}  # set from --rounding
+
+
 def ours_verdict(gold: str, pred: str, options: dict | None = None) -> bool:
     options = options or {}
-    kw = {}
+    kw = dict(BASE_POLICY)
     if options.get("allow_set_relation_comp") is False:
         kw["interval_vs_inequality"] = False
     if options.get("precision", 6) < 6:
@@ -225,6 +228,7 @@ def cmd_speed(args: argparse.Namespace) -> None:
 # -- hostile ---------------------------------------------------------------------------------------
 HOSTILE = [
     ("power tower", "9^9^9^9^9", "1"),
+    ("power tower, equal", "9^{9^{9^{9^9}}}", "9^{9^{9^{9^9}}}"),
     ("power tower (braces)", "10^{10^{10}}", "10^{10^{10}}+1"),
     ("huge polynomial power", "x^{99999999}", "(x+1)^{99999999}"),
     ("expand bomb", "(x+y+z+1)^{400}", "(1+x+y+z)^{401}"),
@@ -260,21 +264,25 @@ def cmd_hostile(args: argparse.Namespace) -> None:
     verifier = MathVerifier(timeout=args.timeout)
     verifier("Answer: x+1", {"answer": "1+x"})  # start the worker
     print(f"\n### Hostile inputs (timeout {args.timeout:.1f} s, limit {2 * args.timeout:.1f} s)\n")
-    print("| input | reason | wall time | within 2x timeout |\n|---|---|---|---|")
+    print("| input (completion) | reference | extracted | result | wall time | within 2x timeout |\n"
+          "|---|---|---|---|---|---|")
     worst_worker_rss = 0.0
     ok_all = True
     for name, pred, gold in HOSTILE:
+        # the hostile text is the whole completion: extraction, parsing and comparison all count
         t = time.perf_counter()
         res = verifier(pred, {"answer": gold})
         dt = time.perf_counter() - t
-        ok = dt <= 2 * args.timeout and res.score == 0.0
+        ok = dt <= 2 * args.timeout
         ok_all &= ok
         w = get_pool(1, verifier.policy.max_memory_mb).workers[0]
         if w.proc is not None:
             worst_worker_rss = max(worst_worker_rss, _rss_mb(w.proc.pid))
-        print(f"| {name} | {res.info['reason']} | {dt:.2f} s | {'yes' if ok else 'NO'} |")
+        shown = res.info["extracted"]
+        shown = "-" if shown is None else (shown if len(shown) <= 24 else shown[:20] + "...")
+        print(f"| {name} | `{gold}` | `{shown}` | {res.info['reason']} | {dt:.2f} s | {'yes' if ok else 'NO'} |")
     main_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\nall within 2x timeout and scored 0: {'yes' if ok_all else 'NO'}; peak RSS: host process "
+    print(f"\nall within 2x timeout: {'yes' if ok_all else 'NO'}; peak RSS: host process "
           f"{main_rss:.0f} MB, checking worker (last) {worst_worker_rss:.0f} MB "
           f"(worker address space capped at {verifier.policy.max_memory_mb} MB)")
     verifier.close()
@@ -288,7 +296,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=DEFAULT_POLICY.timeout)
     ap.add_argument("--show-misses", action="store_true")
+    ap.add_argument("--rounding", choices=["none", "pred", "both"], default="none",
+                    help="verifrl rounding policy for peer/own (default: the library default, none)")
     args = ap.parse_args()
+    if args.rounding != "none":
+        BASE_POLICY["rounding"] = args.rounding
     {"peer": cmd_peer, "own": cmd_own, "speed": cmd_speed, "hostile": cmd_hostile}[args.what](args)
     close_pools()
 
