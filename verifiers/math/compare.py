@@ -542,10 +542,6 @@ def scalar_equal(g: sp.Basic, p: sp.Basic, ctx: Ctx) -> bool:
     return any(expr_equal(a, b, ctx) for a in gs for b in ps)
 
 
-def _is_integer_value(x: sp.Expr) -> bool:
-    return bool(x.is_Integer)
-
-
 def expr_equal(g: sp.Expr, p: sp.Expr, ctx: Ctx) -> bool:
     if g == p:
         return True
@@ -587,10 +583,10 @@ def _const_equal(g: sp.Expr, p: sp.Expr, ctx: Ctx) -> bool:
             return sp.simplify(g - p) == 0
         except (TypeError, ValueError, NotImplementedError, RecursionError):
             return False
-    if _is_integer_value(g) and not ctx.gold.decimal:
+    if g.is_Integer and not ctx.gold.decimal:
         # an integer reference needs an integer-valued prediction
         return bool(abs(vp - g) <= sp.Float("1e-20") * max(1, abs(g)))
-    if _is_integer_value(p) and not ctx.pred.decimal:
+    if p.is_Integer and not ctx.pred.decimal:
         # and, symmetrically, an integer prediction is never a rounding of a non-integer
         return bool(abs(vg - p) <= sp.Float("1e-20") * max(1, abs(p)))
     if _close(vg, vp, ctx.tol):

@@ -104,7 +104,7 @@ _FUNC_MAP = {
     "atan": sp.atan, "arcsec": sp.asec, "arccsc": sp.acsc, "arccot": sp.acot,
     "sinh": sp.sinh, "cosh": sp.cosh, "tanh": sp.tanh, "coth": sp.coth, "sech": sp.sech,
     "csch": sp.csch, "exp": sp.exp, "abs": sp.Abs, "floor": sp.floor, "ceil": sp.ceiling,
-    "sqrt": sp.sqrt, "det": None,
+    "sqrt": sp.sqrt,
 }
 TRIG = {"sin", "cos", "tan", "sec", "csc", "cot"}
 _CONSTS = {"pi": sp.pi, "infty": sp.oo, "oo": sp.oo, "infinity": sp.oo, "emptyset": sp.S.EmptySet,
@@ -343,7 +343,7 @@ class Parser:
         if t.kind == "SYM":
             if t.value == "|":
                 return self.abs_depth == 0
-            return t.value in ("(", "{", "\\{", "<<", "lfloor", "lceil") or (t.value == "[" and False)
+            return t.value in ("(", "{", "\\{", "<<", "lfloor", "lceil")
         if t.kind == "CMD":
             return t.value not in ("pm", "mp", "cup", "cap", "setminus", "in", "approx", "equiv",
                                    "sim", "simeq", "cong", "dots", "ldots", "cdots", "to",
@@ -403,9 +403,7 @@ class Parser:
         if self.is_sym("-"):
             self.advance()
             return -_expr(self.parse_exponent())
-        if self.tok.kind == "NUM" and not self.toks[self.pos - 1].space:
-            # x^23 in LaTeX is x^{2}3, but plain-text answers mean x^(23); take the whole number
-            return self.parse_power()
+        # x^23 in LaTeX is x^{2}3, but answers written that way mean x^(23): take the whole number
         return self.parse_power()
 
     def parse_postfix(self, value: Any) -> Any:
@@ -584,7 +582,7 @@ class Parser:
             if name in ("max", "min"):
                 return fn(*args)
             raise ParseError("gcd/lcm arity")
-        if name in _FUNC_MAP and _FUNC_MAP[name] is not None:
+        if name in _FUNC_MAP:
             power = self._func_power()
             arg = self.parse_func_arg()
             if name in TRIG:
@@ -723,11 +721,9 @@ def _number(t: Token) -> sp.Expr:
 
 def _mixed_or_product(left: Any, right: Any, parser: Parser) -> Any:
     """Juxtaposition: ``918\\frac12`` is a mixed number, everything else is a product."""
-    prev = parser.toks[parser.pos - 1]
     if isinstance(left, sp.Expr) and left.is_Integer and isinstance(right, sp.Expr) and right.is_Rational \
             and not right.is_Integer and 0 < right < 1 and _last_was_frac(parser):
         return left + right if left >= 0 else left - right
-    del prev
     return _arith("*", left, right)
 
 

@@ -33,7 +33,6 @@ class Reading:
     decimal: bool = False          # a decimal point / scientific notation was written
     places: int | None = None      # decimal places of the last decimal literal shown
     sig: int | None = None         # its significant digits
-    integer_literal: bool = False  # the whole answer is one integer literal
 
 
 def _text_key(tokens: list[Token]) -> str:
@@ -65,7 +64,6 @@ def _decimal_meta(tokens: list[Token]) -> tuple[bool, int | None, int | None]:
     return decimal, places, sig
 
 
-_INT_RE = re.compile(r"-?\d+")
 _CLOCK_RE = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(?:\\text\{\s*)?([ap])?\.?\s*(?:m\.?)?\s*\}?",
                        re.I)
 
@@ -102,7 +100,7 @@ def read_one(s: str) -> list[Reading]:
         return [Reading(Text(_text_key(tokens)))]
     try:
         node = Parser(list(tokens)).parse_answer()
-        out.append(Reading(node, decimal, places, sig, bool(_INT_RE.fullmatch(s.strip()))))
+        out.append(Reading(node, decimal, places, sig))
     except (ParseError, LexError, RecursionError, ValueError, TypeError, ZeroDivisionError,
             AttributeError, IndexError):
         pass
