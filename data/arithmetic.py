@@ -57,7 +57,7 @@ def _apply(a: int, op: str, b: int) -> int:
 
 def _one_op(rng: random.Random) -> Problem:
     op = rng.choice("+-")
-    a, b = rng.randint(2, 30), rng.randint(2, 30)
+    a, b = rng.randint(2, 15), rng.randint(2, 15)
     if op == "-" and b > a:
         a, b = b, a
     c = _apply(a, op, b)
@@ -65,7 +65,7 @@ def _one_op(rng: random.Random) -> Problem:
 
 
 def _two_ops(rng: random.Random) -> Problem:
-    a, b, c = rng.randint(2, 30), rng.randint(2, 20), rng.randint(2, 20)
+    a, b, c = rng.randint(2, 15), rng.randint(2, 9), rng.randint(2, 9)
     op1, op2 = rng.choice("+-"), rng.choice("+-")
     if op1 == "-" and b > a:
         a, b = b, a
@@ -78,7 +78,7 @@ def _two_ops(rng: random.Random) -> Problem:
 
 
 def _with_product(rng: random.Random) -> Problem:
-    a, b, c = rng.randint(2, 9), rng.randint(2, 9), rng.randint(2, 20)
+    a, b, c = rng.randint(2, 5), rng.randint(2, 5), rng.randint(2, 9)
     prod = a * b
     op = rng.choice("+-")
     if op == "-" and c > prod:
@@ -105,8 +105,8 @@ def _word_problem(rng: random.Random) -> Problem:
     name, items = rng.choice(_NAMES), rng.choice(_ITEMS)
     kind = rng.randrange(4)
     if kind == 0:
-        a, b = rng.randint(5, 30), rng.randint(2, 20)
-        c = rng.randint(2, a + b - 1)
+        a, b = rng.randint(5, 15), rng.randint(2, 9)
+        c = rng.randint(2, min(9, a + b - 1))
         x, y = a + b, a + b - c
         question = (
             f"{name} has {a} {items}. {name} buys {b} more and gives away {c}. "
@@ -115,8 +115,8 @@ def _word_problem(rng: random.Random) -> Problem:
         steps = (f"{a} + {b} = {x}", f"{x} - {c} = {y}")
         expression = f"{a} + {b} - {c}"
     elif kind == 1:
-        a, b = rng.randint(2, 9), rng.randint(2, 9)
-        c = rng.randint(2, a * b - 1)
+        a, b = rng.randint(2, 5), rng.randint(2, 5)
+        c = rng.randint(2, min(9, a * b - 1))
         x, y = a * b, a * b - c
         question = (
             f"{name} buys {a} bags with {b} {items} in each bag and loses {c} of them. "
@@ -125,7 +125,7 @@ def _word_problem(rng: random.Random) -> Problem:
         steps = (f"{a} * {b} = {x}", f"{x} - {c} = {y}")
         expression = f"{a} * {b} - {c}"
     elif kind == 2:
-        a, b, c = rng.randint(2, 9), rng.randint(2, 9), rng.randint(2, 20)
+        a, b, c = rng.randint(2, 5), rng.randint(2, 5), rng.randint(2, 9)
         x, y = a * b, a * b + c
         question = (
             f"A box holds {a} {items}. How many {items} are there in {b} boxes "
@@ -134,9 +134,9 @@ def _word_problem(rng: random.Random) -> Problem:
         steps = (f"{b} * {a} = {x}", f"{x} + {c} = {y}")
         expression = f"{b} * {a} + {c}"
     else:
-        a = rng.randint(12, 40)
-        b, c = rng.randint(2, a // 2), rng.randint(2, a // 2)
-        d = rng.randint(2, 20)
+        a = rng.randint(10, 15)
+        b, c = rng.randint(2, 4), rng.randint(2, 4)
+        d = rng.randint(2, 9)
         x, y, z = a - b, a - b - c, a - b - c + d
         question = (
             f"{name} had {a} {items}, gave {b} to a friend, lost {c}, then found {d}. "

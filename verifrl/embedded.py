@@ -39,25 +39,28 @@ _RECIPE_VERSION = 1  # bump when the build procedure changes, to invalidate old 
 class EmbeddedModelConfig:
     """How the embedded default model is built and warm-started."""
 
-    hidden_size: int = 192
+    hidden_size: int = 96
     """Width of the transformer."""
-    num_layers: int = 4
+    num_layers: int = 3
     """Number of decoder layers."""
     num_heads: int = 4
     """Attention heads (key/value heads are the same number)."""
     vocab_size: int = 384
     """Target BPE vocabulary size (digits are always single tokens)."""
-    sft_steps: int = 300
+    sft_steps: int = 700
     """Supervised warm-start optimiser steps. Tuned so greedy accuracy lands in 20-60%."""
-    sft_batch_size: int = 64
+    sft_batch_size: int = 16
     """Worked solutions per warm-start step."""
-    sft_lr: float = 2e-3
+    sft_lr: float = 3e-3
     """Peak AdamW learning rate of the warm start (cosine decay, short linear warm-up)."""
     sft_examples: int = 20000
     """Distinct training problems the warm start draws from."""
+    sft_final_lr_fraction: float = 0.3
+    """Learning rate at the end of the warm start's cosine decay, as a fraction of the peak."""
     sft_terse_fraction: float = 0.0
-    """Share of warm-start solutions written tersely (whole expression on one line) rather than
-    one operation per line; real SFT corpora mix granularities, and RL learns which pays."""
+    """Share of warm-start solutions written tersely (the whole expression on one line) instead of
+    one operation per line. 0 by default: with a mixed corpus the tiny model learns both styles
+    worse (measured: 18% vs 61% greedy after the same steps)."""
     seed: int = 0
     """Seed of the tokenizer corpus, initial weights and warm-start batches."""
 
@@ -168,7 +171,8 @@ def warm_start(
         if step < warmup:
             return cfg.sft_lr * (step + 1) / warmup
         progress = (step - warmup) / max(1, cfg.sft_steps - warmup)
-        return cfg.sft_lr * 0.5 * (1 + math.cos(math.pi * progress))
+        floor = cfg.sft_final_lr_fraction
+        return cfg.sft_lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     batches = _length_bucketed_batches(tokenizer, pairs, cfg.sft_batch_size, rng)
     model.train()
