@@ -38,7 +38,11 @@ def _std(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
     if n < 2:
         shape = () if dim is None else (x.sum(dim, keepdim=keepdim)).shape
         return torch.zeros(shape, dtype=x.dtype, device=x.device)
-    return x.std() if dim is None else x.std(dim, keepdim=keepdim)
+    std = x.std() if dim is None else x.std(dim, keepdim=keepdim)
+    # All-equal values have std 0 exactly; float rounding of their mean would otherwise leave a
+    # ~1e-7 std that turns zero-signal groups into +-0.8 advantages when eps = 0.
+    constant = (x.amax() == x.amin()) if dim is None else (x.amax(dim, keepdim=keepdim) == x.amin(dim, keepdim=keepdim))
+    return torch.where(constant, torch.zeros_like(std), std)
 
 
 def _scale_by_std(centred: Tensor, std: Tensor, eps: float) -> Tensor:
