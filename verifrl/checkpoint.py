@@ -1,11 +1,11 @@
 """Checkpoints that survive a crash at any instant, and resume exactly.
 
-A checkpoint is a directory ``<run_dir>/checkpoints/step-<N>/`` holding the policy weights,
-optimizer and scheduler state, every RNG state (python, torch CPU, CUDA), the prompt sampler's
-position, the step, the resolved config and any trainer state (such as the pre-RL evaluation).
-It is written under a temporary name, fsynced, then renamed into place; ``latest`` is a small
-file replaced atomically afterwards. A crash mid-write leaves at worst an ignored temporary
-directory, never a corrupt ``latest``.
+A checkpoint is a directory ``<run_dir>/checkpoints/step-<N>/`` holding the policy weights (only
+the adapter of a LoRA policy), optimizer and scheduler state, every RNG state (python, numpy,
+torch CPU, CUDA), the prompt sampler's position, the step, the resolved config and any trainer
+state (such as the pre-RL evaluation). It is written under a temporary name, fsynced, then renamed
+into place; ``latest`` is a small file replaced atomically afterwards. A crash mid-write leaves at
+worst an ignored temporary directory, never a corrupt ``latest``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -45,6 +46,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _is_peft(model) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    """What a checkpoint stores of the model: all weights, or only the adapter of a LoRA policy
+    (the base weights come from ``model.name_or_path`` again on resume)."""
+    if _is_peft(model):
+        from peft import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(model)
+    return model.state_dict()
+
+
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, trainer_state: dict, config: dict,
                     keep_last: int = 2) -> Path:
     """Write checkpoint ``step`` atomically and point ``latest`` at it; prune old ones."""
@@ -52,7 +67,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, train
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
     staging = Path(tempfile.mkdtemp(prefix=f".step-{step}-", dir=root))
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, staging / "model.pt")
+    torch.save({k: v.detach().cpu() for k, v in _trainable_state(model).items()}, staging / "model.pt")
     torch.save(
         {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
          "rng": rng_state(), "trainer": trainer_state, "step": step},
@@ -62,8 +77,10 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, train
     for file in staging.iterdir():
         with open(file, "rb") as f:
             os.fsync(f.fileno())
-    if final.exists():
-        shutil.rmtree(final)
+    trash = None
+    if final.exists():  # re-saving a step: move the old copy aside first, delete it once replaced
+        trash = Path(tempfile.mkdtemp(prefix=f".old-step-{step}-", dir=root))
+        os.replace(final, trash / final.name)
     os.replace(staging, final)
     _fsync_dir(root)
     pointer_tmp = root / ".latest.tmp"
@@ -72,26 +89,48 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, train
         os.fsync(f.fileno())
     os.replace(pointer_tmp, root / "latest")
     _fsync_dir(root)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
     if keep_last > 0:
-        steps = sorted((int(p.name.split("-")[1]), p) for p in root.glob("step-*") if p.is_dir())
+        steps = sorted((int(p.name[5:]), p) for p in root.glob("step-*") if re.fullmatch(r"step-\d+", p.name))
         for _, old in steps[:-keep_last]:
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _complete(path: Path) -> bool:
+    return path.is_dir() and (path / "state.pt").is_file() and (path / "model.pt").is_file()
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    pointer = Path(run_dir) / "checkpoints" / "latest"
-    if not pointer.exists():
-        return None
-    path = pointer.parent / pointer.read_text().strip()
-    return path if (path / "state.pt").exists() and (path / "model.pt").exists() else None
+    """The checkpoint ``latest`` names; if that is unreadable or incomplete (a crash in the
+    middle of a re-save), the highest complete ``step-N``. Temporary ``.step-*`` directories
+    and ``.latest.tmp`` are never considered."""
+    root = Path(run_dir) / "checkpoints"
+    pointer = root / "latest"
+    if pointer.is_file():
+        name = pointer.read_text(errors="replace").strip()
+        if re.fullmatch(r"step-\d+", name) and _complete(root / name):
+            return root / name
+    steps = [(int(p.name[5:]), p) for p in root.glob("step-*") if re.fullmatch(r"step-\d+", p.name) and _complete(p)]
+    return max(steps)[1] if steps else None
 
 
 def load_checkpoint(path: Path, model, optimizer=None, scheduler=None) -> dict:
     """Restore weights (and optimizer, scheduler, RNG when given); returns the trainer state."""
     path = Path(path)
-    model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+    weights = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+    if _is_peft(model):
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, weights)
+        unexpected = getattr(result, "unexpected_keys", [])
+        if unexpected or not weights:
+            raise ValueError(f"{path}: not a LoRA adapter checkpoint of this model "
+                             f"({len(weights)} tensors, unexpected {unexpected[:3]})")
+    else:
+        model.load_state_dict(weights)
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])

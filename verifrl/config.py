@@ -26,6 +26,19 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class LoraConfig:
+    r: int = 0
+    """LoRA rank (0: off, the whole policy is trained). Needs the ``lora`` extra (peft)."""
+    alpha: float = 32.0
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the LoRA input. 0 by default: dropout makes the update's forward differ from the
+    sampler's, so the importance ratio is no longer exactly 1 on-policy."""
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Module names to adapt (``all-linear``: every linear layer except the output head)."""
+
+
+@dataclass
 class ModelConfig:
     name_or_path: str = "embedded:tiny-arith"
     """Hugging Face hub name, local model directory, or ``embedded:tiny-arith`` (built locally)."""
@@ -39,6 +52,9 @@ class ModelConfig:
     """Allow model repositories that ship their own modelling code."""
     embedded: EmbeddedModelConfig = field(default_factory=EmbeddedModelConfig)
     """How the embedded default is built (used only with ``embedded:tiny-arith``)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """Train LoRA adapters instead of the whole policy (``lora.r > 0``); the reference model is then
+    the adapter-disabled base, with no second copy of the weights."""
 
 
 @dataclass
@@ -51,6 +67,12 @@ class DataConfig:
     """Split used for RL prompts."""
     test_split: str = "test"
     """Held-out split used for evaluation; never trained on."""
+    test_path: str = ""
+    """Hub name or local file/directory of the held-out split when it is another dataset than
+    ``path`` (e.g. HuggingFaceH4/MATH-500); same source schema. Empty: ``path``."""
+    subsets: list[str] = field(default_factory=list)
+    """Hub configurations of ``path`` to load and concatenate (e.g. the seven subjects of
+    EleutherAI/hendrycks_math); empty: the dataset's default (all subjects for source ``math``)."""
     question_field: str = "question"
     """Column holding the problem text (generic sources)."""
     answer_field: str = "answer"
@@ -85,6 +107,12 @@ class RolloutConfig:
     """Top-k sampling (0: off)."""
     chunk_size: int = 0
     """Most sequences per generate call (0: all of a step's P*G at once)."""
+    dynamic_sampling: Literal["off", "drop", "refill"] = "off"
+    """DAPO dynamic sampling: ``drop`` removes groups whose rewards are all equal (zero advantage)
+    from the update; ``refill`` also samples more prompts until num_prompts groups are informative
+    or max_refill_rounds extra rounds are spent. Counted in ``rollout/dropped_groups``."""
+    max_refill_rounds: int = 3
+    """Extra generation rounds a step may spend refilling (refill mode only)."""
 
 
 @dataclass
@@ -393,6 +421,10 @@ def validate(cfg: Config) -> None:
         (cfg.reward.overlong_cache_length < cfg.rollout.max_new_tokens or cfg.reward.overlong_cache_length == 0,
          "reward.overlong_cache_length must be smaller than rollout.max_new_tokens"),
         (cfg.eval.pass_k >= 0, "eval.pass_k must be >= 0"),
+        (cfg.rollout.max_refill_rounds >= 0, "rollout.max_refill_rounds must be >= 0"),
+        (cfg.model.lora.r >= 0, "model.lora.r must be >= 0"),
+        (0 <= cfg.model.lora.dropout < 1, "model.lora.dropout must be in [0, 1)"),
+        (len(cfg.model.lora.target_modules) >= 1, "model.lora.target_modules must name at least one module"),
         (cfg.data.num_test >= 0 and cfg.data.num_train >= 0, "data.num_train/num_test must be >= 0"),
     ]
     for ok, message in checks:

@@ -7,7 +7,10 @@ default, which is first built into an ordinary model directory (:mod:`verifrl.em
 from __future__ import annotations
 
 import copy
+import random
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -35,9 +38,25 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
+@contextmanager
+def preserved_rng():
+    """Leave the global python/numpy/torch RNG states as they were (CUDA too when present).
+
+    Building the embedded model seeds and draws from the global generators; without this a run that
+    built it would sample differently from one that found it cached, and a resumed run differently
+    from a straight one.
+    """
+    py, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
+        yield
+    random.setstate(py)
+    np.random.set_state(np_state)
+
+
 def model_path(model_cfg, log=print) -> str:
     if model_cfg.name_or_path == "embedded:tiny-arith":
-        return str(embedded_policy(model_cfg.embedded, log=log))
+        with preserved_rng():
+            return str(embedded_policy(model_cfg.embedded, log=log))
     return model_cfg.name_or_path
 
 
@@ -69,7 +88,74 @@ def load_policy(model_cfg, log=print) -> tuple[PreTrainedModel, PreTrainedTokeni
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False  # incompatible with checkpointing in training; generate re-enables
+    if model_cfg.lora.r > 0:
+        model = with_lora(model, model_cfg.lora)
     return model, tokenizer
+
+
+def with_lora(model: PreTrainedModel, lora_cfg):
+    """Wrap the policy with peft LoRA adapters; only the adapters train."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ModelLoadError("model.lora needs peft: pip install 'verifrl[lora]'") from None
+    targets = lora_cfg.target_modules
+    config = LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
+                        target_modules=targets[0] if targets == ["all-linear"] else list(targets),
+                        task_type="CAUSAL_LM", bias="none")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:  # e.g. a target module the model does not have
+        raise ModelLoadError(f"model.lora: {str(err).splitlines()[0]}") from None
+
+
+def is_peft(model) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+class AdapterDisabledReference(torch.nn.Module):
+    """The LoRA policy's base model as the frozen reference: forward runs with the adapters off.
+
+    No second copy of the weights. The base weights never train, so there is no state to save.
+    """
+
+    def __init__(self, policy) -> None:
+        super().__init__()
+        self._policy = [policy]  # a list, so the policy is not registered as a submodule
+
+    @property
+    def policy(self):
+        return self._policy[0]
+
+    def parameters(self, recurse: bool = True):
+        return self.policy.parameters(recurse)
+
+    @property
+    def device(self):
+        return next(self.policy.parameters()).device
+
+    @torch.no_grad()
+    def forward(self, *args, **kwargs):
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            with self.policy.disable_adapter():
+                return self.policy(*args, **kwargs)
+        finally:
+            self.policy.train(was_training)
+
+    def state_dict(self, *args, **kwargs):
+        return {}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if state_dict:
+            raise ValueError("the adapter-disabled reference has no state of its own")
+        return None
+
+
+def reference_model(policy):
+    """The KL reference: the adapter-disabled base for a LoRA policy, else a frozen copy."""
+    return AdapterDisabledReference(policy) if is_peft(policy) else frozen_copy(policy)
 
 
 def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:

@@ -23,8 +23,9 @@ from data.loaders import load_task
 from verifrl.advantages import token_advantages
 from verifrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from verifrl.config import Config
+from verifrl.dynamic_sampling import collect_informative
 from verifrl.evaluation import evaluate
-from verifrl.models import frozen_copy, load_policy
+from verifrl.models import load_policy, reference_model
 from verifrl.prompts import PromptSampler, format_prompt, template_fields
 from verifrl.rewards import kl_penalized_sequence_rewards, overlong_penalty
 from verifrl.rollout import generate
@@ -111,23 +112,43 @@ def step_ends_for(batch, tokenizer, step_spans) -> list[list[int]]:
     return ends
 
 
-def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, rows: list[dict]) -> tuple[dict, list[dict]]:
-    """One GRPO step on a batch of prompt rows; returns its metrics and sample rows for the table."""
+def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, rows: list[dict],
+            next_rows=None) -> tuple[dict, list[dict]]:
+    """One GRPO step on a batch of prompt rows; returns its metrics and sample rows for the table.
+
+    ``next_rows(n)`` draws more prompts for ``rollout.dynamic_sampling: refill``.
+    """
     timer = StageTimer()
-    P, G = len(rows), cfg.rollout.group_size
+    G = cfg.rollout.group_size
+
+    def sample(rows: list[dict]):
+        prompts = [_prompt(cfg, row, tokenizer) for row in rows]
+        with timer("generation"):
+            batch = generate(policy, tokenizer, prompts, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens,
+                             temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
+                             chunk_size=cfg.rollout.chunk_size)
+        with timer("verification"):
+            scored = score_rollouts(batch.texts, [row for row in rows for _ in range(G)], verifiers,
+                                    cfg.reward.on_verifier_error)
+        rewards = scored.rewards.clone()  # (N,)
+        if cfg.reward.overlong_cache_length:
+            rewards += overlong_penalty(batch.lengths, cfg.rollout.max_new_tokens, cfg.reward.overlong_cache_length)
+        return batch, scored, rewards
+
+    batch, scored, rewards = sample(rows)
+    sampling_metrics = {}
+    if cfg.rollout.dynamic_sampling != "off":
+        kept = collect_informative(rows, (batch, scored, rewards), mode=cfg.rollout.dynamic_sampling,
+                                   num_prompts=cfg.rollout.num_prompts, max_refill_rounds=cfg.rollout.max_refill_rounds,
+                                   sample=sample, next_rows=next_rows, pad_id=tokenizer.pad_token_id)
+        sampling_metrics = kept.metrics
+        if kept.batch is None:  # every group had equal rewards: nothing to learn from this step
+            return {**sampling_metrics, "update/skipped": 1.0, **scored.metrics,
+                    **{f"time/{k}": v for k, v in timer.seconds.items()}}, []
+        rows, batch, scored, rewards = kept.rows, kept.batch, kept.scored, kept.rewards
+    P = len(rows)
     prompts = [_prompt(cfg, row, tokenizer) for row in rows]
-
-    with timer("generation"):
-        batch = generate(policy, tokenizer, prompts, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens,
-                         temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                         chunk_size=cfg.rollout.chunk_size)
     examples = [row for row in rows for _ in range(G)]
-
-    with timer("verification"):
-        scored = score_rollouts(batch.texts, examples, verifiers, cfg.reward.on_verifier_error)
-    rewards = scored.rewards.clone()  # (N,)
-    if cfg.reward.overlong_cache_length:
-        rewards += overlong_penalty(batch.lengths, cfg.rollout.max_new_tokens, cfg.reward.overlong_cache_length)
 
     loss_mask = batch.completion_mask.clone()
     if cfg.reward.mask_truncated:
@@ -187,6 +208,7 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         **{f"time/{k}": v for k, v in timer.seconds.items()},
         **scored.metrics,
         **update_metrics,
+        **sampling_metrics,
     }
     if scored.step_scores is not None:
         metrics.update(step_metrics(scored.step_scores))
@@ -214,7 +236,7 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
     for split, count in task.skipped.items():
         if count:
             log(f"data: skipped {count} {split} rows without a question or answer")
-    reference = frozen_copy(policy) if cfg.loss.beta > 0 else None
+    reference = reference_model(policy) if cfg.loss.beta > 0 else None  # LoRA: the adapter-disabled base
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.trainer.lr, betas=cfg.trainer.adam_betas,
                                   weight_decay=cfg.trainer.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
@@ -256,7 +278,8 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
 
         for step in range(start_step, cfg.trainer.steps):
             rows = task.sampler.next_rows(cfg.rollout.num_prompts)
-            metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, rows)
+            metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, rows,
+                                       next_rows=task.sampler.next_rows)
             metrics["lr"] = scheduler.get_last_lr()[0]
             scheduler.step()
             if cfg.eval.every_steps and (step + 1) % cfg.eval.every_steps == 0 and step + 1 < cfg.trainer.steps:
