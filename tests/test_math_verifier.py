@@ -76,6 +76,10 @@ EQUAL = [
     ("1.5", "1 1/2"), ("3.54e-07", "3.54\\times10^{-7}"), ("Evelyn", "\\text{Evelyn}"), ("2x+4y-3=0", "y=-\\frac12x+\\frac34"),
     ("x<1", "-x>-1"), ("1\\text{ m}", "100\\text{ cm}"), ("20:34", "08:34 \\text{P.M.}"), ("2 \\pm \\sqrt3", "2+\\sqrt3, 2-\\sqrt3"),
     ("\\frac{\\sqrt3}{2}", "\\sin 60^\\circ"), ("\\sec^2 x", "\\tan^2 x + 1"), ("(3, 2)", "(p,q) = (3,2)"),
+    # legitimate juxtaposition
+    ("2 x", "2x"), ("2 \\pi", "2\\pi"), ("3 \\sqrt{2}", "3\\sqrt2"), ("2(x+1)", "2x+2"), ("x y", "xy"), ("x 2", "2x"),
+    ("2^4 3^2", "144"), ("(2)(3)", "6"), ("12 345", "12345"), ("1 000 000", "10^6"), ("-2 1/2", "-2.5"),
+    ("(2 1/2, 3)", "(2.5, 3)"), ("3 - 2 1/2", "\\frac12"), ("2 \\frac{1}{2}", "2.5"),
 ]
 NOT_EQUAL = [
     ("1/3", "0.333"), ("0.333", "\\frac13"), ("5.001", "5"), ("1000000.5", "1000000"), ("(2,1)", "(1,2)"),
@@ -83,6 +87,13 @@ NOT_EQUAL = [
     ("\\{1,2\\}", "(1,2)"), ("x > 5", "x < 5"), ("10cm", "10"), ("1:00", "12:00"), ("\\frac{1}{2006!}", "\\frac{1}{2004!}"),
     ("x^2+2x-1", "x^2+2x+1"), ("|x|", "x"), ("\\text{oddd}", "odd"), ("C", "\\text{(B)}"), ("[0,1]", "[0,3)"),
     ("11a + c", "7 = 11a + c"), ("\\cos x = \\frac{42}{59}", "\\sin x = \\frac{42}{59}"), ("2", "\\frac{1+\\sqrt5}{2}"),
+    # garbled digits are never a product, a sum or a concatenation
+    ("1 9", "9"), ("1 9", "19"), ("12 5", "60"), ("3 4", "12"), ("1 2 3", "6"), ("-1 9", "-9"), ("1\\ 9", "9"),
+    ("1\\,9", "9"), ("1~9", "9"), ("1{9}", "9"), ("{1}{9}", "9"), ("1\n9", "9"), ("1\n9", "19"), ("3!2", "12"),
+    ("(2) 3", "6"), ("1.5 2", "3"), ("1 9^2", "81"), ("1.2.3", "0.36"), ("\\sqrt{2} 3", "3\\sqrt2"),
+    ("\\frac{1}{2} 3", "1.5"), ("\\frac123", "1.5"), ("\\frac{1 9}{9}", "1"), ("12 34", "1234"), ("1,2", "12"),
+    ("12,3", "123"), ("14 apples 3", "42"), ("14 apples 3", "14"), ("x2", "2x"), ("2 1/2", "1"), ("2 4/2", "4"),
+    ("2\n1/2", "2.5"), ("30^\\circ 2", "60"),
 ]
 
 
@@ -107,6 +118,17 @@ def test_labelled_set_accuracy_and_no_near_miss_false_positive():
             wrong.append(r)
     assert not [r for r in wrong if not r["equal"]], "false positives on not-equal cases"
     assert len(wrong) <= len(rows) // 100
+
+
+def test_garbled_numbers_earn_no_reward():
+    assert extract_answer("Answer: 1 9") == "1 9"
+    assert extract_answer("The answer is $1\n9$.") == "1\n9"  # inline math across a line break
+    assert extract_answer("Answer $ \n 9 \n $") != "9"  # "$ " opens no inline math (pandoc)
+    assert not answers_equal("1 9", "9") and not answers_equal("1 9", "19")
+    verifier = MathVerifier()
+    for completion in ("Answer: 1 9", "#### 12 5", "so the answer is $\\boxed{3 4}$", "The answer is $1\n9$."):
+        for gold in ("9", "19", "60", "125", "12", "34"):
+            assert verifier(completion, {"answer": gold}).score == 0.0, (completion, gold)
 
 
 # -- policy ----------------------------------------------------------------------------------------
@@ -269,6 +291,37 @@ def test_equality_is_reflexive(s):
 @given(_answers, _answers)
 def test_equality_is_symmetric(a, b):
     assert eq(a, b) == eq(b, a)
+
+
+_digits = st.from_regex(r"[0-9]{1,4}", fullmatch=True)
+_gaps = st.sampled_from([" ", "  ", "\\ ", "\\,", "~", "\n", "\\quad "])
+
+
+@_props
+@given(_digits, _digits, _gaps, st.booleans())
+def test_separated_digits_never_multiply(a, b, gap, braces):
+    """``a b`` is never a*b, a, b or a+b; only thousands grouping (``12 345``, ``1\\,000``) joins."""
+    pred = a + gap + ("{" + b + "}" if braces else b)
+    grouped = not braces and len(b) == 3 and (
+        (gap == " " and a[0] != "0" and len(a) <= 3) or gap in ("\\ ", "\\,"))
+    joined = int(a + b)
+    for target in {int(a) * int(b), int(a), int(b), int(a) + int(b), joined}:
+        assert eq(pred, str(target)) == (grouped and target == joined), (pred, target)
+
+
+@_props
+@given(st.integers(0, 99), st.integers(1, 30), st.integers(2, 31))
+def test_mixed_numbers(whole, num, den):
+    """``w n/d`` with n < d is the mixed number w + n/d, never the product w*n/d."""
+    if num >= den:
+        return
+    from fractions import Fraction
+    mixed, product = whole + Fraction(num, den), whole * Fraction(num, den)
+    for pred in (f"{whole} {num}/{den}", f"({whole} {num}/{den}, 1)"):
+        wrap = (lambda v: f"(\\frac{{{v.numerator}}}{{{v.denominator}}}, 1)") if pred.startswith("(") \
+            else (lambda v: f"\\frac{{{v.numerator}}}{{{v.denominator}}}")
+        assert eq(pred, wrap(mixed))
+        assert not eq(pred, wrap(product))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

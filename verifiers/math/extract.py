@@ -213,6 +213,9 @@ def _answer_after(s: str, start: int, conclusion: bool = False) -> str | None:
             return lead[spans[0][1]:spans[0][2]].strip() or None
     end = _SENTENCE_END.search(rest)
     seg = rest[:end.start()] if end else rest
+    broken = _math_across_break(rest, len(seg))
+    if broken is not None:
+        return broken
     seg = seg.strip().strip("*").strip()
     if not seg:
         return None
@@ -225,6 +228,37 @@ def _answer_after(s: str, start: int, conclusion: bool = False) -> str | None:
         # "Jane started growing Sphere 3 hours ago" -> 3
         found = _last_number(found) or ("" if conclusion else found)
     return found or None
+
+
+def _unescaped_dollars(s: str) -> list[int]:
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\":
+            i += 2
+            continue
+        if s[i] == "$":
+            out.append(i)
+        i += 1
+    return out
+
+
+def _math_across_break(rest: str, cut: int) -> str | None:
+    """``The answer is $1\\n9$``: inline math opened before the end of the line and closed after a
+    line break (within the paragraph). The whole span is the answer -- cutting it at the line
+    break would turn a garbled ``1 9`` into ``1``. Delimiters follow pandoc's rule: the opening
+    ``$`` is followed, the closing one preceded, by a non-space character."""
+    dollars = _unescaped_dollars(rest[:cut])
+    if len(dollars) % 2 == 0:
+        return None
+    open_at = dollars[-1]
+    close = rest.find("$", cut)
+    while close > 0 and rest[close - 1] == "\\":
+        close = rest.find("$", close + 1)
+    if close < 0 or "\n\n" in rest[open_at:close] or close - open_at > 2000:
+        return None
+    if rest[open_at + 1].isspace() or rest[close - 1].isspace():
+        return None  # pandoc's rule: no space just inside inline $..$ ("$ \n 9 \n $" is not math)
+    return rest[open_at + 1:close].strip() or None
 
 
 def _prose(t: str) -> bool:

@@ -57,6 +57,7 @@ class Token:
     kind: str    # NUM, IDENT, CMD, WORD, SYM, BEGIN, END, ROWSEP, EOF
     value: str
     space: bool = False   # whitespace before the token
+    newline: bool = False  # that whitespace held a line break
     exact: tuple[int, int] | None = None  # repeating decimal as (numerator, denominator)
 
 
@@ -108,18 +109,19 @@ def tokenize(s: str) -> list[Token]:
 
 def _lex_into(s: str, out: list[Token], in_text: bool, outer_prev: Token | None = None) -> None:
     i, n = 0, len(s)
-    space = False
+    space = newline = False
     while i < n:
         c = s[i]
         if c.isspace() or c == "~":
             space = True
+            newline = newline or c == "\n"
             i += 1
             continue
         if "0" <= c <= "9" or (c == "." and i + 1 < n and "0" <= s[i + 1] <= "9"):
             m = _NUM.match(s, i)
             text = m.group(1)
             j = m.end()
-            tok = Token("NUM", text, space)
+            tok = Token("NUM", text, space, newline)
             # scientific notation, only when digits follow: "2e" alone is 2*e
             ms = _SCI.match(s, j)
             if ms and not (j + len(ms.group(0)) < n and s[j + len(ms.group(0))].isalpha()):
@@ -147,7 +149,7 @@ def _lex_into(s: str, out: list[Token], in_text: bool, outer_prev: Token | None 
                     pass  # "0.333..." is an unmarked approximation, kept as the decimal shown
             out.append(tok)
             i = j
-            space = False
+            space = newline = False
             continue
         if c.isalpha():
             j = i
@@ -159,7 +161,7 @@ def _lex_into(s: str, out: list[Token], in_text: bool, outer_prev: Token | None 
             _lex_letters(s[i:j], out, space, in_text, prev=out[-1] if out else outer_prev,
                          superscript=superscript)
             i = j
-            space = False
+            space = newline = False
             continue
         if c == "\\":
             if i + 1 < n and s[i + 1].isalpha():
@@ -179,7 +181,7 @@ def _lex_into(s: str, out: list[Token], in_text: bool, outer_prev: Token | None 
                     i += 2
                     continue
                 i += 2
-            space = False
+            space = newline = False
             continue
         if c == "&":
             out.append(Token("SYM", "&", space))
@@ -199,7 +201,7 @@ def _lex_into(s: str, out: list[Token], in_text: bool, outer_prev: Token | None 
             else:
                 out.append(Token("SYM", mapped, space))
         i += 1
-        space = False
+        space = newline = False
 
 
 _UNICODE_SYMS = {"−": "-", "–": "-", "×": "*", "·": "*", "÷": "/", "≤": "<=", "≥": ">=",

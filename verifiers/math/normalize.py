@@ -24,7 +24,7 @@ _THOUSANDS_MARK = re.compile(r"(\d)\s*(?:\{,\s*\}|,\\!|\\!,|,\\,|\\,|\\!|\\ |\\;
 # not right after an opening bracket: (12,102) is a pair, not twelve thousand
 _THOUSANDS = re.compile(r"(?<![\d.,(\[])([1-9]\d{0,2})((?:,\d{3})+)(?![\d,]|\.\d*,)")
 _SPACE_THOUSANDS = re.compile(r"-?[1-9]\d{0,2}(?: \d{3})+(?:\.\d+)?")
-_MIXED = re.compile(r"(-?)(\d+)\s+(\d+)\s*/\s*(\d+)")
+_MIXED = re.compile(r"(-?)(\d+)[ \t]+(\d+)[ \t]*/[ \t]*(\d+)")  # not across a line break
 _DECIMAL_COMMA = re.compile(r"-?\d+,\d{2,}")
 _DOLLARS = re.compile(r"\\?\$")
 

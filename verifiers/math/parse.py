@@ -182,6 +182,8 @@ class Parser:
         self.pos = 0
         self.depth = 0
         self.abs_depth = 0
+        self.pow_end = -1  # token index right after the last power parsed
+        self.split_at = -1  # index of a number token whose first digit a macro argument took
 
     # -- token helpers -------------------------------------------------------------------------
     @property
@@ -351,6 +353,7 @@ class Parser:
         return False
 
     def parse_term(self) -> Any:
+        start = self.pos
         left = self.parse_unary()
         while True:
             if self.is_sym("*"):
@@ -361,10 +364,60 @@ class Parser:
                 right = _expr(self.parse_unary())
                 left = _expr(left) / right
             elif self._starts_factor():
+                if self._number_follows():
+                    mixed = self._mixed_number(left, start)
+                    if mixed is not None:
+                        left = mixed
+                        continue
+                    if not self._number_may_multiply():
+                        return left  # "1 9", "12 5", "3!2", "(2) 3": never a product
                 right = self.parse_unary(implicit=True)
                 left = _mixed_or_product(left, right, self)
             else:
                 return left
+
+    def _number_follows(self) -> bool:
+        """The next factor is *written* starting with a digit (braces are invisible in LaTeX:
+        ``1{9}`` renders as 19)."""
+        k = self.pos
+        while self.toks[k].kind == "SYM" and self.toks[k].value == "{":
+            k += 1
+        return self.toks[k].kind == "NUM"
+
+    def _number_may_multiply(self) -> bool:
+        """A factor written with a leading digit multiplies what precedes it only after a power
+        (``2^4 3^2``) or a letter set apart by a space (``x 2``, ``\\pi 4``); after a digit, a
+        bracket, ``!`` or ``%`` the digits would run together (``1 9``, ``12 5``, ``1{9}``, ``3!2``,
+        ``(2) 3``) and the answer is read as garbled, not as a product. A digit glued to a letter
+        (``x2``) is a lost sub/superscript, not ``2x``."""
+        if self.pow_end == self.pos:
+            return True
+        if self.split_at == self.pos:
+            return False
+        prev = self.toks[self.pos - 1]
+        return (prev.kind == "IDENT" and self.tok.space) or (prev.kind == "CMD" and prev.value != "circ")
+
+    def _mixed_number(self, left: Any, start: int) -> Any:
+        """``2 1/2`` (an integer literal, then ``a/b`` with 0 < a < b, then the end of the term):
+        the mixed number 5/2. Returns None when the tokens are not exactly that."""
+        t = self.toks
+        lead = t[start:self.pos]
+        if not (len(lead) in (1, 2) and lead[-1].kind == "NUM" and lead[-1].value.isdigit()
+                and (len(lead) == 1 or (lead[0].kind == "SYM" and lead[0].value == "-"))):
+            return None
+        if not (isinstance(left, sp.Integer) and self.pos + 3 <= len(t) - 1):
+            return None
+        a, slash, b, after = t[self.pos], t[self.pos + 1], t[self.pos + 2], t[self.pos + 3]
+        if not (a.kind == "NUM" and a.value.isdigit() and not a.newline and slash.kind == "SYM" and slash.value == "/"
+                and b.kind == "NUM" and b.value.isdigit() and 0 < int(a.value) < int(b.value)):
+            return None
+        ends = after.kind in ("EOF", "WORD", "ROWSEP", "END") or (after.kind == "SYM" and after.value in (
+            ",", ";", ")", "]", "}", "\\}", "+", "-", "=", "<", ">", "<=", ">=", "!=", ":", "&"))
+        if not ends:
+            return None
+        self.pos += 3
+        frac = sp.Rational(int(a.value), int(b.value))
+        return left - frac if lead[0].kind == "SYM" else left + frac
 
     def parse_unary(self, implicit: bool = False) -> Any:
         if self.is_sym("-"):
@@ -392,7 +445,9 @@ class Parser:
                     self.pos += 3
                     return self.parse_postfix(_expr(base) * DEG)
                 exp = self.parse_exponent()
-                return self.parse_postfix(safe_pow(_expr(base), _expr(exp)))
+                value = self.parse_postfix(safe_pow(_expr(base), _expr(exp)))
+                self.pow_end = self.pos  # 2^4 3^2 is written as a product of powers
+                return value
             return base
         finally:
             self.depth -= 1
@@ -442,6 +497,7 @@ class Parser:
         if t.kind == "NUM" and len(t.value) > 1 and t.value[0].isdigit():
             # split "12" into "1" | "2" (\frac12); the rest stays as the next token
             self.toks[self.pos] = Token("NUM", t.value[1:], False)
+            self.split_at = self.pos  # a digit was just read here: \\frac123 is not (1/2)*3
             return sp.Integer(int(t.value[0]))
         if t.kind == "NUM":
             self.advance()
@@ -652,6 +708,8 @@ class Parser:
             return _expr(self.parse_group())
         value = _expr(self.parse_power())
         while self.tok.kind in ("NUM", "IDENT") or (self.tok.kind == "CMD" and self.tok.value in GREEK | {"pi"}):
+            if self.tok.kind == "NUM" and self.pow_end != self.pos:
+                break  # \\sin x 2 / \\log 2 8: a bare number never continues the product
             value = value * _expr(self.parse_power())
         return value
 
