@@ -211,6 +211,19 @@ CASES: dict[str, list[tuple[str, str, bool]]] = {
         ("72", "72", T), ("72", "71", F), ("5", "5.00", T), ("1500", "1,500", T), ("18", "\\$18", T), ("18", "18 dollars", T),
         ("64", "64 students", T), ("64", "46", F), ("3", "3 hours", T), ("3", "30", F), ("20", "20%", T), ("7", "7.5", F),
     ],
+    # decimals for an exact value (policy rounding="irrational"): accepted only for a provably
+    # irrational reference, with >= 4 significant digits, each shown digit correct (rounded or
+    # truncated); a rational reference has an exact form, so 0.3333 is not 1/3
+    "approximation": [
+        ("40\\pi", "125.663", T), ("40\\pi", "125.664", T), ("40\\pi", "125.66", T), ("\\sqrt{3}", "1.732", T),
+        ("\\sqrt{2}", "1.4142", T), ("\\pi", "3.1416", T), ("\\pi", "3.1415", T), ("e", "2.718", T),
+        ("\\ln 2", "0.6931", T), ("\\frac{\\pi}{6}", "0.5236", T), ("30^\\circ", "0.5236", T), ("-\\sqrt{3}", "-1.732", T),
+        ("(\\sqrt{2}, 1)", "(1.414, 1)", T), ("\\frac{1}{3}, \\sqrt{3}", "1/3, 1.732", T), ("\\sqrt{2}", "1.41421356", T),
+        ("\\pi", "3.14", F), ("\\sqrt{3}", "1.73", F), ("\\sqrt{3}", "1.733", F), ("\\pi", "3.143", F), ("\\pi", "31.416", F),
+        ("-\\sqrt{3}", "1.732", F), ("\\sqrt{3}", "-1.732", F), ("40\\pi", "125.7", T), ("40\\pi", "125.5", F), ("40\\pi", "125", F),
+        ("\\frac{1}{3}", "0.3333", F), ("\\frac{2}{3}", "0.6667", F), ("\\frac{1}{3}", "0.333", F), ("\\frac{5}{7}", "0.7143", F),
+        ("3.1416", "\\pi", F), ("2.718", "e", F), ("\\sqrt{2}", "2 \\cdot 0.7071", F), ("\\frac{1}{3}, \\sqrt{3}", "0.3333, 1.732", F),
+    ],
     # what juxtaposition may and may not mean: a number written right after a digit, a bracket,
     # "!" or "%" never multiplies (garbled digits must not earn reward); after a letter, a power
     # or in front of a letter / root / bracket it does; "2 1/2" is a mixed number
@@ -256,7 +269,7 @@ MORE: dict[str, list[tuple[str, str, bool]]] = {
                 ("2^6 3^5 5^4", "2^6 \\cdot 3^5 \\cdot 5^4", T), ("\\frac{8-7x}{6}", "4/3 - 7x/6", T), ("\\frac{8-7x}{6}", "4/3 + 7x/6", F),
                 ("x^2+2x+1", "x^2 + 2*x + 1", T), ("(r+5)^2", "(r+5)(r+5)", T)],
     "radicals_pi": [("\\frac{5\\sqrt{42}}{27}", "\\frac{5}{27}\\sqrt{42}", T), ("\\frac{4\\sqrt{5}}{5}", "\\frac{4}{\\sqrt5}", T),
-                    ("\\frac{4\\sqrt{5}}{5}", "\\frac{5}{\\sqrt4}", F), ("40\\pi", "125.663706", T), ("40\\pi", "125.66", F)],
+                    ("\\frac{4\\sqrt{5}}{5}", "\\frac{5}{\\sqrt4}", F), ("40\\pi", "125.663706", T), ("40\\pi", "125.67", F)],
     "units": [("125\\text{ miles}", "125", T), ("15\\mbox{ cm}^2", "15", T), ("0.06 \\text{ yuan}", "0.06", T), ("8\\text{ feet}", "96\\text{ inches}", T),
               ("8\\text{ feet}", "8\\text{ inches}", F)],
     "text": [("\\text{The midpoints form a regular hexagon}", "\\text{The midpoints form a regular hexagon}", T),

@@ -13,7 +13,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from verifiers import get_verifier, registered_names
@@ -140,7 +140,13 @@ def test_rel_tol_and_integer_reference():
 
 
 def test_rounding_policy():
-    assert not eq("125.663", "40\\pi")
+    # default "irrational": >= 4 correct significant digits of a provably irrational reference
+    assert eq("125.663", "40\\pi") and eq("1.732", "\\sqrt3") and eq("(1.414, 1)", "(\\sqrt2, 1)")
+    assert not eq("3.14", "\\pi") and not eq("3.143", "\\pi") and not eq("-1.732", "\\sqrt3")
+    assert not eq("0.3333", "\\frac13") and not eq("0.6667", "\\frac23")  # rational: exact form exists
+    assert not eq("\\pi", "3.1416") and not eq("2 \\cdot 0.7071", "\\sqrt2")
+    assert not eq("1.732", "\\sqrt3", irrational_digits=5)
+    assert not eq("125.663", "40\\pi", rounding="none")
     assert eq("125.663", "40\\pi", rounding="pred")
     assert not eq("\\frac13", "0.333", rounding="pred")
     assert eq("\\frac13", "0.333", rounding="both")
@@ -291,6 +297,34 @@ def test_equality_is_reflexive(s):
 @given(_answers, _answers)
 def test_equality_is_symmetric(a, b):
     assert eq(a, b) == eq(b, a)
+
+
+_IRRATIONAL = ["\\pi", "\\sqrt{2}", "\\sqrt{3}", "e", "\\ln 2", "40\\pi", "\\frac{1+\\sqrt{5}}{2}", "\\frac{\\pi}{6}"]
+_RATIONAL = ["\\frac{1}{3}", "\\frac{2}{3}", "\\frac{5}{7}", "\\frac{1}{6}", "\\frac{22}{7}", "\\frac{100}{3}"]
+
+
+@_props
+@given(st.sampled_from(_IRRATIONAL + _RATIONAL), st.integers(1, 9), st.booleans())
+def test_decimal_approximations(gold, digits, off_by_one):
+    """A decimal is accepted for an exact reference only when the reference is irrational, the
+    decimal shows >= 4 significant digits, and every shown digit is right (rounded); one unit off
+    in the last place never is. Rational references need the decimal within rel_tol."""
+    import sympy as sp
+    from decimal import Decimal
+    from verifiers.math.reading import read_answer
+    exact = read_answer(gold)[0].node
+    value = Decimal(str(sp.N(exact, 30)))
+    shown = Decimal(f"{value:.{digits}g}")
+    ulp = Decimal(1).scaleb(shown.as_tuple().exponent)
+    if off_by_one:
+        shown += ulp if shown >= value else -ulp
+    text = format(shown, "f")
+    sig = len(text.replace(".", "").replace("-", "").lstrip("0"))
+    rel = abs(shown - value) / abs(value)
+    assume(not Decimal("5e-7") < rel < Decimal("2e-6"))  # at rel_tol = 1e-6 itself: either way
+    close = rel <= Decimal("1e-6")
+    expected = close or (not off_by_one and gold in _IRRATIONAL and sig >= 4)
+    assert eq(text, gold) == expected, (text, gold)
 
 
 _digits = st.from_regex(r"[0-9]{1,4}", fullmatch=True)

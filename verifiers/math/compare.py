@@ -16,6 +16,7 @@ to a non-zero factor, inequalities up to a positive factor (or by their solution
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any
 
 import sympy as sp
@@ -591,23 +592,41 @@ def _const_equal(g: sp.Expr, p: sp.Expr, ctx: Ctx) -> bool:
         return bool(abs(vg - p) <= sp.Float("1e-20") * max(1, abs(p)))
     if _close(vg, vp, ctx.tol):
         return True
-    return _rounded_match(vg, vp, ctx)
+    return _rounded_match(g, p, vg, vp, ctx)
 
 
-def _rounded_match(vg: sp.Expr, vp: sp.Expr, ctx: Ctx) -> bool:
-    """Rounding policy: the decimal side equals the exact side rounded/truncated to its digits."""
+def _literal(value: sp.Expr, meta: Reading) -> tuple[int, int] | None:
+    """(places, significant digits) of the decimal literal written for ``value``, if it is one."""
+    if not value.is_Rational:
+        return None
+    target = abs(Fraction(int(value.p), int(value.q)))
+    for lit, places, sig in meta.decimals:
+        if lit == target:
+            return places, sig
+    return None
+
+
+def _rounded_match(g: sp.Expr, p: sp.Expr, vg: sp.Expr, vp: sp.Expr, ctx: Ctx) -> bool:
+    """Rounding policy (see :mod:`policy`): the decimal side equals the exact side rounded or
+    truncated to its last shown place."""
     pol = ctx.policy.rounding
     sides = []
+    if pol == "irrational":
+        lit = _literal(p, ctx.pred) if ctx.pred.decimal else None
+        if lit is not None and lit[1] >= ctx.policy.irrational_digits and g.is_rational is False:
+            sides.append((vg, vp, lit[0]))
     if pol in ("pred", "both") and ctx.pred.decimal and ctx.pred.places is not None:
-        sides.append((vg, vp, ctx.pred))
+        lit = _literal(p, ctx.pred) or (ctx.pred.places, ctx.pred.sig)
+        if (lit[1] or 0) >= ctx.policy.min_rounding_digits:
+            sides.append((vg, vp, lit[0]))
     if pol == "both" and ctx.gold.decimal and ctx.gold.places is not None:
-        sides.append((vp, vg, ctx.gold))
-    for exact, shown, meta in sides:
-        if (meta.sig or 0) < ctx.policy.min_rounding_digits:
-            continue
+        lit = _literal(g, ctx.gold) or (ctx.gold.places, ctx.gold.sig)
+        if (lit[1] or 0) >= ctx.policy.min_rounding_digits:
+            sides.append((vp, vg, lit[0]))
+    for exact, shown, places in sides:
         if sp.im(exact) != 0 or sp.im(shown) != 0:
             continue
-        step = sp.Rational(1, 10 ** meta.places)
+        step = sp.Rational(10) ** -places
         if abs(exact - shown) <= step / 2 + sp.Float("1e-25") or (
                 abs(exact - shown) < step and abs(shown) <= abs(exact)):
             return True

@@ -61,6 +61,6 @@ def fast_equal(pred: str, gold: str, policy: Policy) -> bool | None:
     tol = Fraction(max(policy.rel_tol, 1e-15))
     if abs(p - g) <= tol * max(abs(p), abs(g)) or abs(p - g) <= Fraction(1, 10 ** 30):
         return True
-    if policy.rounding != "none":
-        return None
+    if policy.rounding in ("pred", "both"):
+        return None  # ("irrational" never applies here: both sides are rational)
     return False

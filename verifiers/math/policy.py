@@ -9,11 +9,22 @@ Defaults (the behaviour ``answers_equal(pred, gold)`` has with no options):
   point (``0.0833333`` vs ``\\frac1{12}`` is equal, ``0.333`` vs ``\\frac13`` is not). Exact
   answers on both sides are compared exactly (numerically at 40 digits with 1e-15 slack, which
   only absorbs evaluation noise).
-* ``rounding = "none"`` -- a rounded decimal is not accepted for an exact value beyond ``rel_tol``.
-  ``"pred"``: a decimal prediction is also accepted when it equals the exact reference rounded
-  (or truncated) to the digits the prediction shows (at least ``min_rounding_digits`` significant
-  ones). ``"both"``: the same in both directions. Rounding never applies when the reference is an
-  integer: an integer reference needs an integer-valued prediction.
+* ``rounding = "irrational"`` -- a decimal prediction of an exact reference that is provably
+  irrational (``40\\pi``, ``\\sqrt3``, ``e``, ``\\ln 2``: sympy decides; when it cannot, no
+  rounding) is accepted when that decimal literal shows at least ``irrational_digits = 4``
+  significant digits and is the reference rounded or truncated to its last shown place
+  (``125.663`` / ``125.664`` for ``40\\pi``, ``1.732`` for ``\\sqrt3``; not ``3.14`` for
+  ``\\pi``, not ``3.143``). Why irrational only: such a value has no finite decimal form, so a
+  decimal answer can only be an approximation and four correct significant digits show the value
+  was found; a rational reference has an exact form (``\\frac13``, ``0.\\overline3``), so
+  ``0.333`` or ``0.3333`` for ``\\frac13`` is a different number and stays wrong (only ``rel_tol``
+  applies). Only the prediction is rounded (a decimal reference ``3.14`` is not matched by
+  ``\\pi``), only a decimal literal written as such counts (not ``2 \\cdot 1.732``), and never
+  for an integer reference. ``"none"``: no rounding at all beyond ``rel_tol``.
+  ``"pred"``: a decimal prediction is also accepted when it equals any exact reference (rational
+  too) rounded or truncated to the digits the prediction shows (at least ``min_rounding_digits``
+  significant ones). ``"both"``: the same in both directions. Rounding never applies when the
+  reference is an integer: an integer reference needs an integer-valued prediction.
 * ``percent = True`` -- ``p\\%`` on one side equals ``p`` or ``p/100`` on the other; two bare
   numbers are never rescaled by 100.
 * ``degrees = True`` -- ``d^\\circ`` equals ``d`` or ``d*pi/180`` on the other side; inside a
@@ -38,11 +49,15 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 
+ROUNDING_MODES = ("none", "irrational", "pred", "both")
+
+
 @dataclass(frozen=True)
 class Policy:
     rel_tol: float = 1e-6
-    rounding: str = "none"
+    rounding: str = "irrational"
     min_rounding_digits: int = 3
+    irrational_digits: int = 4
     percent: bool = True
     degrees: bool = True
     units: bool = True
@@ -54,8 +69,9 @@ class Policy:
     max_answer_chars: int = 2000
 
     def __post_init__(self) -> None:
-        if self.rounding not in ("none", "pred", "both"):
-            raise ValueError(f"rounding must be 'none', 'pred' or 'both', got {self.rounding!r}")
+        if self.rounding not in ROUNDING_MODES:
+            raise ValueError(f"rounding must be one of {', '.join(map(repr, ROUNDING_MODES))}, "
+                             f"got {self.rounding!r}")
         if not (0 <= self.rel_tol < 1):
             raise ValueError(f"rel_tol must be in [0, 1), got {self.rel_tol}")
         if self.timeout <= 0:

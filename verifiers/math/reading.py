@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
@@ -33,6 +34,7 @@ class Reading:
     decimal: bool = False          # a decimal point / scientific notation was written
     places: int | None = None      # decimal places of the last decimal literal shown
     sig: int | None = None         # its significant digits
+    decimals: tuple = ()           # every decimal literal as (|value| as a Fraction, places, sig)
 
 
 def _text_key(tokens: list[Token]) -> str:
@@ -51,17 +53,20 @@ def _nesting_ok(s: str) -> bool:
     return best <= MAX_NESTING
 
 
-def _decimal_meta(tokens: list[Token]) -> tuple[bool, int | None, int | None]:
+def _decimal_meta(tokens: list[Token]) -> tuple[bool, int | None, int | None, tuple]:
     decimal, places, sig = False, None, None
+    literals = []
     for t in tokens:
         if t.kind == "NUM" and t.exact is None and ("." in t.value or "e" in t.value):
             decimal = True
-            mant = t.value.split("e")[0]
+            mant, _, exp = t.value.partition("e")
             frac = mant.split(".", 1)[1] if "." in mant else ""
-            places = len(frac)
+            places = len(frac) - int(exp or 0)
             digits = mant.replace(".", "").lstrip("0")
             sig = len(digits)
-    return decimal, places, sig
+            if len(t.value) <= 60 and abs(int(exp or 0)) <= 400:
+                literals.append((Fraction(mant) * Fraction(10) ** int(exp or 0), places, sig))
+    return decimal, places, sig, tuple(literals)
 
 
 _CLOCK_RE = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(?:\\text\{\s*)?([ap])?\.?\s*(?:m\.?)?\s*\}?",
@@ -93,14 +98,14 @@ def read_one(s: str) -> list[Reading]:
         tokens = tokenize(s)
     except (LexError, RecursionError, ValueError, AttributeError) as err:
         raise Unparseable(str(err)) from None
-    decimal, places, sig = _decimal_meta(tokens)
+    decimal, places, sig, literals = _decimal_meta(tokens)
     words = [t for t in tokens if t.kind == "WORD" and t.value.lower() not in ("and", "or")]
     has_math = any(t.kind in ("NUM", "CMD", "BEGIN") for t in tokens)
     if words and not has_math:
         return [Reading(Text(_text_key(tokens)))]
     try:
         node = Parser(list(tokens)).parse_answer()
-        out.append(Reading(node, decimal, places, sig))
+        out.append(Reading(node, decimal, places, sig, literals))
     except (ParseError, LexError, RecursionError, ValueError, TypeError, ZeroDivisionError,
             AttributeError, IndexError):
         pass
