@@ -72,3 +72,16 @@ def test_cli_config_errors_are_one_line_and_exit_2(tmp_path, capsys, override, m
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not list(tmp_path.glob("*/summary.json"))
+
+
+def test_process_supervision_recipe_trains_and_logs_step_metrics(tmp_path):
+    args = ["train", "recipes/tiny-arith-process.yaml", *tiny_model_overrides(), "trainer.steps=2",
+            "rollout.num_prompts=3", "rollout.group_size=4", "rollout.max_new_tokens=24", "data.num_test=8",
+            "data.num_train=100", f"logging.output_dir={tmp_path}", "logging.run_name=ps", "logging.wandb=disabled",
+            "checkpoint.every_steps=0"]
+    assert main(args) == 0
+    records = [json.loads(line) for line in (tmp_path / "ps" / "metrics.jsonl").read_text().splitlines()]
+    step = next(r for r in records if "reward/mean" in r)
+    for key in ("steps/per_completion", "steps/accuracy", "steps/all_correct_rate", "steps/first_wrong_position"):
+        assert key in step, key
+    assert step["steps/per_completion"] > 0
