@@ -8,7 +8,9 @@ Sources (``data.source`` in a recipe):
   (config ``main``) or a local json/jsonl/parquet file or directory in that schema.
 - ``math``: Hendrycks MATH / MATH-500 schema (``problem``, ``solution`` with a ``\\boxed{}``
   answer, optional ``answer``, ``level``, ``type``/``subject``); hub
-  ``EleutherAI/hendrycks_math`` for training and ``HuggingFaceH4/MATH-500`` for evaluation.
+  ``EleutherAI/hendrycks_math`` (its seven subject configurations concatenated, or those named in
+  ``data.subsets``) for training and ``HuggingFaceH4/MATH-500`` for evaluation
+  (``data.test_path``).
 - ``hf`` / ``json``: any dataset; ``data.question_field`` and ``data.answer_field`` name the columns.
 
 Rows whose question or reference answer is missing or empty are skipped and counted (the count
@@ -30,6 +32,12 @@ from data.arithmetic import arithmetic_dataset
 DEFAULT_HUB_NAMES = {
     "gsm8k": ("openai/gsm8k", "main"),
     "math": ("EleutherAI/hendrycks_math", None),
+}
+# hub datasets that have no default configuration: the ones a recipe gets without naming subsets
+DEFAULT_SUBSETS = {
+    "openai/gsm8k": ["main"],
+    "EleutherAI/hendrycks_math": ["algebra", "counting_and_probability", "geometry", "intermediate_algebra",
+                                  "number_theory", "prealgebra", "precalculus"],
 }
 _LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -53,12 +61,25 @@ def gsm8k_reference(answer_text: str) -> str | None:
 
 def math_reference(row: dict[str, Any]) -> str | None:
     """MATH's reference: the ``answer`` column when present (MATH-500), else the last
-    ``\\boxed{}`` of the worked solution (Hendrycks MATH)."""
+    ``\\boxed{}`` of the worked solution (Hendrycks MATH); None for a solution without a box."""
     if row.get("answer"):
         return str(row["answer"])
     from verifiers.math import extract_answer  # the same extractor the reward uses
+    from verifiers.math.extract import find_boxes
 
-    return extract_answer(str(row.get("solution", "")), last_number_fallback=False)
+    solution = str(row.get("solution") or "")
+    if not any(box[2].strip() for box in find_boxes(solution)):
+        return None  # no boxed answer: "the answer is clearly two" is prose, not a reference
+    return extract_answer(solution, last_number_fallback=False)
+
+
+def _read_all(path: str, split: str, subsets: list[str]) -> datasets.Dataset:
+    """One split of a local file/directory or hub dataset; hub subsets are concatenated."""
+    local = Path(path).expanduser()
+    names = list(subsets) or ([] if local.exists() else DEFAULT_SUBSETS.get(path, []))
+    if local.exists() or not names:
+        return _read(path, split, None)
+    return datasets.concatenate_datasets([_read(path, split, name) for name in names])
 
 
 def _read(path: str, split: str, config_name: str | None) -> datasets.Dataset:
@@ -121,12 +142,14 @@ def load_task(cfg) -> LoadedTask:
         raise DataError(f"data.source: unknown source {cfg.source!r} (arithmetic, gsm8k, math, hf, json)")
     if cfg.source in ("hf", "json") and not cfg.path:
         raise DataError(f"data.path: source {cfg.source!r} needs a hub name or a local file")
-    name, config_name = (cfg.path, None) if cfg.path else DEFAULT_HUB_NAMES[cfg.source]
-    if cfg.source == "gsm8k" and not cfg.path:
-        config_name = "main"
+    train_name = cfg.path or DEFAULT_HUB_NAMES[cfg.source][0]
+    subsets = list(cfg.subsets)
+    test_path = cfg.test_path
     splits, skipped = {}, {}
     for role, split in (("train", cfg.train_split), ("test", cfg.test_split)):
-        raw = _read(name, split, config_name)
+        name = test_path if role == "test" and test_path else train_name
+        # subsets name configurations of data.path; a separate test dataset uses its own default
+        raw = _read_all(name, split, subsets if name == train_name else [])
         where = f"{name} [{split}]"
         ds, skipped[role] = _normalise(raw, cfg.source, cfg.question_field, cfg.answer_field, where)
         if len(ds) == 0:

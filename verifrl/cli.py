@@ -1,4 +1,4 @@
-"""Command line: ``verifrl train RECIPE [key=value ...] [--resume]`` and ``verifrl eval RECIPE --checkpoint DIR``.
+"""Command line: ``verifrl train RECIPE [key=value ...] [--resume | --dry-run]`` and ``verifrl eval RECIPE --checkpoint DIR``.
 
 Configuration errors print one line naming the key or file and exit with status 2, before any
 model is loaded.
@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. trainer.lr=3e-5")
     train.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
     train.add_argument("--run-dir", help="run directory (default: logging.output_dir/<recipe>-<time>)")
+    train.add_argument("--dry-run", action="store_true",
+                       help="load everything, run one rollout and verification, print the first batch, exit")
     ev = sub.add_parser("eval", help="evaluate a checkpoint on the recipe's held-out split")
     ev.add_argument("recipe")
     ev.add_argument("overrides", nargs="*")
@@ -65,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(err))
     recipe_name = Path(args.recipe).stem
     try:
-        if args.command == "train":
+        if args.command == "train" and args.dry_run:
+            from verifrl.dryrun import dry_run
+
+            dry_run(cfg)
+        elif args.command == "train":
             from verifrl.trainer import train
 
             if args.resume and not args.run_dir and not cfg.logging.run_name:
