@@ -296,10 +296,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=DEFAULT_POLICY.timeout)
     ap.add_argument("--show-misses", action="store_true")
-    ap.add_argument("--rounding", choices=["none", "pred", "both"], default="none",
-                    help="verifrl rounding policy for peer/own (default: the library default, none)")
+    ap.add_argument("--rounding", choices=["none", "irrational", "pred", "both"], default=None,
+                    help="verifrl rounding policy for peer/own (default: the library default, "
+                         f"{DEFAULT_POLICY.rounding})")
     args = ap.parse_args()
-    if args.rounding != "none":
+    if args.rounding is not None:
         BASE_POLICY["rounding"] = args.rounding
     {"peer": cmd_peer, "own": cmd_own, "speed": cmd_speed, "hostile": cmd_hostile}[args.what](args)
     close_pools()
