@@ -15,6 +15,7 @@ equal EOS); the EOS itself is part of the completion and is trained on.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -101,6 +102,7 @@ def generate(
     greedy: bool = False,
     chunk_size: int = 0,
     record_logprobs: bool = True,
+    engine: str = "loop",
 ) -> RolloutBatch:
     """Sample ``group_size`` completions for each prompt (or one greedy completion each).
 
@@ -108,6 +110,8 @@ def generate(
         prompts: P prompt strings, already templated.
         chunk_size: most rows per ``generate`` call (0: all N = P * group_size at once).
         record_logprobs: record the sampler's tempered log-probs (ignored when greedy).
+        engine: ``loop`` (verifrl's own KV-cache sampling loop: shared prompt prefill, finished
+            rows dropped) or ``hf`` (``model.generate`` with a log-prob recorder).
     Returns:
         RolloutBatch with N = P * group_size rows, prompt p's samples contiguous.
     """
@@ -119,7 +123,8 @@ def generate(
     pieces = []
     for start in range(0, len(expanded), chunk):
         pieces.append(_generate_chunk(model, tokenizer, expanded[start : start + chunk], max_new_tokens,
-                                      temperature, top_p, top_k, greedy, record_logprobs and not greedy))
+                                      temperature, top_p, top_k, greedy, record_logprobs and not greedy,
+                                      engine, group_size))
     if was_training:
         model.train()
 
@@ -139,9 +144,16 @@ def generate(
                         lengths, truncated, texts, group_size)
 
 
-def _generate_chunk(model, tokenizer, prompts, max_new_tokens, temperature, top_p, top_k, greedy, record):
+def _generate_chunk(model, tokenizer, prompts, max_new_tokens, temperature, top_p, top_k, greedy, record,
+                    engine="loop", group_size=1):
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     enc = {k: v.to(model.device) for k, v in enc.items()}
+    if engine == "loop" and not getattr(model.config, "is_encoder_decoder", False):
+        completion, logprobs = _decode_loop(model, enc["input_ids"], enc["attention_mask"], max_new_tokens,
+                                            temperature, top_p, top_k, greedy, record,
+                                            sorted(eos_token_ids(model, tokenizer)), tokenizer.pad_token_id,
+                                            group_size)
+        return enc["input_ids"].cpu(), enc["attention_mask"].cpu(), completion, logprobs
     recorder = _TemperedLogprobRecorder(temperature) if record else None
     kwargs = dict(
         max_new_tokens=max_new_tokens,
@@ -164,6 +176,87 @@ def _generate_chunk(model, tokenizer, prompts, max_new_tokens, temperature, top_
         recorder.gather(out[:, -1])
         logprobs = torch.stack(recorder.recorded, dim=1).cpu() if recorder.recorded else torch.zeros(completion.shape)
     return enc["input_ids"].cpu(), enc["attention_mask"].cpu(), completion, logprobs
+
+
+def _filter_top_k_top_p(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """HF's TopK then TopP warpers: -inf outside the kept set. (N, V) -> (N, V)."""
+    if top_k and top_k < scores.shape[-1]:
+        kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=False, dim=-1)
+        cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+        remove_sorted = cumulative <= (1 - top_p)
+        remove_sorted[:, -1] = False  # always keep the most likely token
+        remove = remove_sorted.scatter(1, order, remove_sorted)
+        scores = scores.masked_fill(remove, float("-inf"))
+    return scores
+
+
+@torch.no_grad()
+def _decode_loop(model, input_ids, attention_mask, max_new_tokens, temperature, top_p, top_k, greedy, record,
+                 eos_ids, pad_id, group_size=1):
+    """Sampling with the KV cache, without ``model.generate``'s per-token machinery.
+
+    Two savings over ``generate`` (what TRL calls): each distinct prompt is prefilled once and its
+    cache repeated for its ``group_size`` samples (rows p*G..p*G+G-1 must share a prompt), and
+    rows that have ended are dropped from the batch (and the cache), so a step costs the rows
+    still running, not all N. Sampling matches ``generate``: temperature, then top-k, then top-p,
+    then a multinomial draw; the recorded log-prob is log_softmax(logits / T) of the sampled token.
+    Returns completion ids (N, T) right-padded with ``pad_id`` and log-probs (N, T) or None.
+    """
+    from transformers import DynamicCache
+
+    device = input_ids.device
+    n = input_ids.shape[0]
+    shared = group_size > 1 and n % group_size == 0 and bool(
+        (input_ids.view(-1, group_size, input_ids.shape[1]) == input_ids[::group_size, None]).all())
+    cache = DynamicCache(config=model.config)
+    positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    # the prefill needs only the last position's logits (not (N, Lp, V))
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    if shared:
+        out = model(input_ids=input_ids[::group_size], attention_mask=attention_mask[::group_size],
+                    position_ids=positions[::group_size], past_key_values=cache, use_cache=True, **last_only)
+        cache.batch_repeat_interleave(group_size)
+        logits = out.logits[:, -1].float().repeat_interleave(group_size, dim=0)  # (N, V)
+    else:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                    past_key_values=cache, use_cache=True, **last_only)
+        logits = out.logits[:, -1].float()  # (N, V)
+    del out
+    tokens = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    logprobs = torch.zeros((n, max_new_tokens), dtype=torch.float32, device=device) if record and not greedy else None
+    eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
+    rows = torch.arange(n, device=device)  # original row of each running row
+    mask = attention_mask
+    next_position = positions[:, -1] + 1  # (n_running,)
+    steps = 0
+    for t in range(max_new_tokens):
+        if greedy:
+            sampled = logits.argmax(dim=-1)
+        else:
+            scores = logits / temperature
+            filtered = _filter_top_k_top_p(scores, top_k, top_p)
+            sampled = torch.multinomial(filtered.softmax(dim=-1), 1).squeeze(1)
+            if logprobs is not None:
+                logprobs[rows, t] = torch.log_softmax(scores, dim=-1).gather(1, sampled[:, None]).squeeze(1)
+        tokens[rows, t] = sampled
+        steps = t + 1
+        running = ~torch.isin(sampled, eos)
+        if t + 1 == max_new_tokens or not bool(running.any()):
+            break
+        if not bool(running.all()):
+            keep = running.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            rows, sampled, mask, next_position = rows[keep], sampled[keep], mask[keep], next_position[keep]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        out = model(input_ids=sampled[:, None], attention_mask=mask, position_ids=next_position[:, None],
+                    past_key_values=cache, use_cache=True)
+        logits = out.logits[:, -1].float()
+        next_position = next_position + 1
+    tokens = tokens[:, :steps].cpu()
+    return tokens, None if logprobs is None else logprobs[:, :steps].cpu()
 
 
 def _pad_cat(tensors: list[torch.Tensor], value, *, left: bool) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import torch
 from data.loaders import load_task
 from verifrl.advantages import token_advantages
 from verifrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from verifrl import distributed
 from verifrl.config import Config
 from verifrl.dynamic_sampling import collect_informative
 from verifrl.evaluation import evaluate
@@ -224,6 +226,8 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
           log=print) -> dict:
     """Run GRPO as configured; returns the summary (also written to ``summary.json``)."""
     wall_start = time.time()
+    distributed.init()  # torchrun: join the process group (no-op in one process)
+    cfg.model.device = distributed.device_for_rank(cfg.model.device)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     seed_everything(cfg.trainer.seed)
@@ -232,6 +236,7 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
         raise FileNotFoundError(f"--resume: no checkpoint under {run_dir}/checkpoints")
     verifiers = build_verifiers(cfg.reward.verifiers)  # fail on a bad verifier name before loading a model
     policy, tokenizer = load_policy(cfg.model, log=log)
+    distributed.broadcast_parameters(policy)  # every rank starts from rank 0's weights
     task = prepare_task(cfg, tokenizer)
     for split, count in task.skipped.items():
         if count:
@@ -251,13 +256,16 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
         task.sampler.load_state_dict(trainer_state["sampler"])
         start_step = trainer_state["step"]
         log(f"resumed from {checkpoint} at step {start_step}")
-    elif reference is not None:
+    elif reference is not None and distributed.is_main():
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         torch.save(reference.state_dict(), run_dir / "checkpoints" / "reference.pt")
 
-    tracker = Tracker(run_dir, config_dict, total_steps=cfg.trainer.steps, wandb_mode=cfg.logging.wandb,
+    if not distributed.is_main():  # only rank 0 writes the run directory and wandb; the rest write scratch
+        run_dir, log = distributed.scratch_run_dir(), (lambda *_, **__: None)
+    tracker = Tracker(run_dir, config_dict, total_steps=cfg.trainer.steps,
+                      wandb_mode=cfg.logging.wandb if distributed.is_main() else "disabled",
                       project=cfg.logging.wandb_project, run_name=cfg.logging.run_name or run_dir.name,
-                      progress=cfg.logging.progress, resume=resume)
+                      progress=cfg.logging.progress and distributed.is_main(), resume=resume)
     (run_dir / "config.json").write_text(json.dumps(config_dict, indent=2, default=str))
     eval_kwargs = dict(max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
                        chunk_size=cfg.rollout.chunk_size, on_verifier_error=cfg.reward.on_verifier_error)
@@ -277,9 +285,10 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
                     "train_seconds": prior_seconds + time.time() - train_start}
 
         for step in range(start_step, cfg.trainer.steps):
-            rows = task.sampler.next_rows(cfg.rollout.num_prompts)
+            rows = distributed.shard_rows(task.sampler.next_rows(cfg.rollout.num_prompts), cfg.rollout.num_prompts)
             metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, rows,
                                        next_rows=task.sampler.next_rows)
+            metrics = distributed.mean_metrics(metrics)  # averaged over data-parallel ranks
             metrics["lr"] = scheduler.get_last_lr()[0]
             scheduler.step()
             if cfg.eval.every_steps and (step + 1) % cfg.eval.every_steps == 0 and step + 1 < cfg.trainer.steps:
@@ -322,6 +331,8 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
         tracker.close()
         for named in verifiers:
             named.close()
+        if not distributed.is_main():
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def before_after_table(before: dict | None, after: dict) -> str:

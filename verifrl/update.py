@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
+from verifrl import distributed
 from verifrl.losses import policy_loss
 
 
@@ -87,7 +88,7 @@ def batched_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_
 def micro_batches(lengths: torch.Tensor, micro_batch_size: int) -> list[torch.Tensor]:
     """Row indices grouped by similar total length (less padding per micro-batch)."""
     order = torch.argsort(lengths, descending=True)
-    size = micro_batch_size or len(order)
+    size = micro_batch_size or max(1, len(order))
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
@@ -104,13 +105,24 @@ def update_policy(
 ) -> dict[str, float]:
     """One optimiser step on the batch (gradient accumulation over micro-batches)."""
     model.train()
-    n = batch.completion_ids.shape[0]
-    total_tokens = batch.completion_mask.sum().clamp(min=1)
+    n_local = batch.completion_ids.shape[0]
+    # normalisers are global over data-parallel ranks, so W ranks x B rows == 1 rank x W*B rows
+    n = int(distributed.sum_across_ranks(torch.tensor(n_local)))
+    total_tokens = distributed.sum_across_ranks(batch.completion_mask.sum()).clamp(min=1)
     lengths = batch.prompt_mask.sum(1) + batch.completion_mask.sum(1)
     sums: dict[str, float] = {}
     entropy_sum, entropy_count = 0.0, 0
     optimizer.zero_grad(set_to_none=True)
-    for rows in micro_batches(lengths, micro_batch_size):
+    # A row whose advantages are all zero has exactly zero loss gradient unless a KL term is in the
+    # loss (or bnpo's per-micro-batch normaliser sees it): skip its forward/backward entirely.
+    kl_in_loss = loss_cfg.beta > 0 and loss_cfg.kl_placement == "loss" and batch.ref_logprobs is not None
+    active = torch.ones(n_local, dtype=torch.bool)
+    if not kl_in_loss and loss_cfg.type != "bnpo":
+        active = (batch.advantages * batch.completion_mask).abs().sum(1) > 0
+    sums["skipped_rows_frac"] = 1.0 - float(active.float().mean()) if n_local else 0.0
+    active_rows = active.nonzero().squeeze(1)
+    for chunk in micro_batches(lengths[active_rows], micro_batch_size):
+        rows = active_rows[chunk]
         p_ids, p_mask, c_ids, c_mask, width = _trimmed(
             batch.prompt_ids[rows], batch.prompt_mask[rows], batch.completion_ids[rows], batch.completion_mask[rows]
         )
@@ -139,11 +151,15 @@ def update_policy(
         weight = 1.0 if loss_cfg.type == "dapo" else len(rows) / n
         (loss * weight).backward()
         for key, value in metrics.items():
-            sums[key] = sums.get(key, 0.0) + float(value) * len(rows) / n
+            sums[key] = sums.get(key, 0.0) + float(value) * len(rows) / max(1, len(active_rows))
         mask = c_mask.to(device).bool()
         entropy_sum += float(entropy[mask].sum())
         entropy_count += int(mask.sum())
         sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * weight
+    for param in model.parameters():  # nothing active: a zero gradient (Adam's moments still move)
+        if param.requires_grad and param.grad is None:
+            param.grad = torch.zeros_like(param)
+    distributed.all_reduce_gradients(model)  # sum over ranks (no-op in one process)
     grad_norm = torch.nn.utils.clip_grad_norm_(
         model.parameters(), max_grad_norm if max_grad_norm > 0 else float("inf")
     )
