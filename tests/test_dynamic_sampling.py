@@ -1,6 +1,5 @@
-"""Dynamic sampling (DAPO): group selection by hand, refill rounds with a fake sampler, and the trainer."""
-
-import json
+"""Dynamic sampling (DAPO): group selection by hand, refill rounds with a fake sampler (the trainer
+run is in test_trainer_options.py)."""
 
 import pytest
 import torch
