@@ -126,3 +126,37 @@ def test_shard_rows_keeps_whole_prompts_per_rank(monkeypatch):
     assert distributed.shard_rows(list("abcdef"), 6) == ["b", "d", "f"]
     with pytest.raises(ValueError, match="divisible"):
         distributed.shard_rows(list("abc"), 3)
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_trains_resumes_and_only_rank0_writes(tmp_path):
+    """``torchrun --nproc_per_node 2 -m verifrl train``: one run directory, one line per step, resume."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import tiny_model_overrides
+
+    run_dir = tmp_path / "run"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+
+    def launch(steps: int, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), "-m", "verifrl", "train", "recipes/tiny-arith.yaml", *tiny_model_overrides(),
+               f"trainer.steps={steps}", "trainer.threads=1", "rollout.num_prompts=2", "rollout.group_size=2",
+               "rollout.max_new_tokens=8", "data.num_train=200", "data.num_test=4", "eval.before=false",
+               "checkpoint.every_steps=1", "logging.wandb=disabled", "logging.progress=false",
+               "logging.sample_table_every=0", "--run-dir", str(run_dir), *extra]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    launch(2)
+    launch(3, "--resume")
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_steps = sorted(line["step"] for line in lines if "reward/mean" in line)
+    assert train_steps == [0, 1, 2]  # rank 0 alone wrote each step once, and the resume continued at 2
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 3
+    assert (run_dir / "checkpoints").is_dir()
+    assert not list(scratch.glob("verifrl-rank*"))  # rank 1's scratch run directory was removed

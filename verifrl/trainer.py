@@ -235,7 +235,11 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
     if resume and latest_checkpoint(run_dir) is None:
         raise FileNotFoundError(f"--resume: no checkpoint under {run_dir}/checkpoints")
     verifiers = build_verifiers(cfg.reward.verifiers)  # fail on a bad verifier name before loading a model
+    if not distributed.is_main():
+        distributed.barrier()  # rank 0 first: it builds/downloads the model once, the others then load it
     policy, tokenizer = load_policy(cfg.model, log=log)
+    if distributed.is_main():
+        distributed.barrier()
     distributed.broadcast_parameters(policy)  # every rank starts from rank 0's weights
     task = prepare_task(cfg, tokenizer)
     for split, count in task.skipped.items():

@@ -119,6 +119,8 @@ def update_policy(
     active = torch.ones(n_local, dtype=torch.bool)
     if not kl_in_loss and loss_cfg.type != "bnpo":
         active = (batch.advantages * batch.completion_mask).abs().sum(1) > 0
+        if n_local and not bool(active.any()):
+            active[0] = True  # one (zero-gradient) row, so the loss metrics are still computed
     sums["skipped_rows_frac"] = 1.0 - float(active.float().mean()) if n_local else 0.0
     active_rows = active.nonzero().squeeze(1)
     for chunk in micro_batches(lengths[active_rows], micro_batch_size):
