@@ -36,3 +36,31 @@ def test_greedy_is_deterministic_and_texts_match_ids(tiny_model, tiny_tokenizer)
     ids = a.completion_ids[0, : a.lengths[0]]
     assert a.texts[0] == tiny_tokenizer.decode(ids, skip_special_tokens=True)
     assert a.sampler_logprobs is None
+
+
+def test_own_sampling_loop_matches_model_generate_greedily(tiny_model, tiny_tokenizer):
+    """engine="loop" (shared prefill, finished rows dropped) decodes exactly what model.generate does."""
+    prompts = ["Question: Compute 3 + 4.\nSolution:\n", "Question: Tom has 5 pens and buys 12 more.\nSolution:\n"]
+    ours = generate(tiny_model, tiny_tokenizer, prompts, greedy=True, max_new_tokens=12, engine="loop")
+    hf = generate(tiny_model, tiny_tokenizer, prompts, greedy=True, max_new_tokens=12, engine="hf")
+    assert ours.texts == hf.texts
+    assert torch.equal(ours.lengths, hf.lengths)
+    assert torch.equal(ours.completion_ids * ours.completion_mask, hf.completion_ids * hf.completion_mask)
+    # sampled groups share each prompt's prefill; rows still stop at their own EOS
+    torch.manual_seed(0)
+    sampled = generate(tiny_model, tiny_tokenizer, prompts, group_size=4, max_new_tokens=12, engine="loop")
+    assert sampled.completion_ids.shape[0] == 8 and (sampled.lengths <= 12).all()
+
+
+def test_rows_dropped_mid_batch_keep_exact_logprobs(tiny_model, tiny_tokenizer):
+    """Many stop tokens make rows end at different steps; the cache compaction must not mix rows up."""
+    stops = [tiny_tokenizer.eos_token_id] + [tiny_tokenizer.convert_tokens_to_ids(d) for d in "0123456789"]
+    tiny_model.generation_config.eos_token_id = stops
+    torch.manual_seed(1)
+    prompts = ["Question: Compute 3 + 4.\nSolution:\n", "Question: Tom has 5 pens.\nSolution:\n"]
+    batch = generate(tiny_model, tiny_tokenizer, prompts, group_size=6, max_new_tokens=16, temperature=1.5)
+    assert len(set(batch.lengths.tolist())) > 2  # rows really ended at different steps
+    recomputed, _ = completion_logprobs(tiny_model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
+                                        batch.completion_mask, temperature=1.5)
+    mask = batch.completion_mask.bool()
+    assert torch.allclose(batch.sampler_logprobs[mask], recomputed.detach()[mask], atol=1e-4)
