@@ -9,10 +9,18 @@ from __future__ import annotations
 import copy
 import random
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from tokenizers import Tokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 
 from verifrl.embedded import embedded_policy
 
@@ -60,9 +68,30 @@ def model_path(model_cfg, log=print) -> str:
     return model_cfg.name_or_path
 
 
+# Digits, spaces, newlines, punctuation and a word: enough to expose a differing pre-tokenizer.
+_TOKENIZER_PROBE = "Q: What is 12+345?\n3 * 4 = 12\nAnswer: 7 apples, 1,000 x\t(9)"
+
+
+def _tokenizer_json_disagrees(tokenizer: PreTrainedTokenizerBase, path: str) -> bool:
+    """True when a local ``tokenizer.json`` encodes differently from the loaded tokenizer.
+
+    ``AutoTokenizer`` picks a class from ``config.json``'s ``model_type`` (Qwen2 -> ``Qwen2Tokenizer``)
+    and that class may rebuild the pre-tokenizer from its own regex, silently replacing the one saved
+    in ``tokenizer.json`` (the embedded tokenizer splits every digit). The file is the ground truth.
+    """
+    file = Path(path) / "tokenizer.json"
+    if not file.is_file():
+        return False
+    saved = Tokenizer.from_file(str(file))
+    loaded = tokenizer.encode(_TOKENIZER_PROBE, add_special_tokens=False)
+    return saved.encode(_TOKENIZER_PROBE, add_special_tokens=False).ids != loaded
+
+
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if _tokenizer_json_disagrees(tokenizer, path):
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot load a tokenizer from {path!r}: {str(err).splitlines()[0]}") from None
     if tokenizer.pad_token_id is None:
