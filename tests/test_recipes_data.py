@@ -131,9 +131,9 @@ def test_recipe_loads_accepts_overrides_and_dry_runs_to_the_first_batch(tmp_path
     assert all(reason for reason in result["reasons"])
     assert result["skipped"]["train"] >= 1
 
-    # the same through the command line
+    # the same through the command line, overrides on both sides of the option
     overrides = [f"model.name_or_path={chat_model}", *data, *SMALL]
-    assert main(["train", recipe, *overrides, f"logging.output_dir={tmp_path / 'runs'}", "--dry-run"]) == 0
+    assert main(["train", recipe, *overrides, "--dry-run", f"logging.output_dir={tmp_path / 'runs'}"]) == 0
     out = capsys.readouterr().out
     assert "dry run:" in out and "--- prompt 0" in out and "mean reward" in out
     assert not (tmp_path / "runs").exists()  # nothing written

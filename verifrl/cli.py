@@ -54,7 +54,13 @@ def _validate_task(cfg) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # overrides may also follow the options (`train R --run-dir D trainer.lr=1e-4`)
+    args, extra = parser.parse_known_args(argv)
+    unknown_flags = [a for a in extra if a.startswith("-")]
+    if unknown_flags:
+        parser.error(f"unrecognized arguments: {' '.join(unknown_flags)}")
+    args.overrides = [*args.overrides, *extra]
     from data.loaders import DataError
     from verifrl.models import ModelLoadError
 

@@ -193,6 +193,11 @@ def _filter_top_k_top_p(scores: torch.Tensor, top_k: int, top_p: float) -> torch
     return scores
 
 
+def _unwrapped(model):
+    """The transformers model under a peft wrapper (whose own forward takes ``**kwargs``)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 @torch.no_grad()
 def _decode_loop(model, input_ids, attention_mask, max_new_tokens, temperature, top_p, top_k, greedy, record,
                  eos_ids, pad_id, group_size=1):
@@ -214,15 +219,18 @@ def _decode_loop(model, input_ids, attention_mask, max_new_tokens, temperature, 
     cache = DynamicCache(config=model.config)
     positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
     # the prefill needs only the last position's logits (not (N, Lp, V))
-    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    forward_params = inspect.signature(_unwrapped(model).forward).parameters
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in forward_params else {}
+    # transformers >= 5.2x renamed past_key_values to cache (the old name warns on every token)
+    cache_arg = "cache" if "cache" in forward_params else "past_key_values"
     if shared:
         out = model(input_ids=input_ids[::group_size], attention_mask=attention_mask[::group_size],
-                    position_ids=positions[::group_size], past_key_values=cache, use_cache=True, **last_only)
+                    position_ids=positions[::group_size], **{cache_arg: cache}, use_cache=True, **last_only)
         cache.batch_repeat_interleave(group_size)
         logits = out.logits[:, -1].float().repeat_interleave(group_size, dim=0)  # (N, V)
     else:
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                    past_key_values=cache, use_cache=True, **last_only)
+                    **{cache_arg: cache}, use_cache=True, **last_only)
         logits = out.logits[:, -1].float()  # (N, V)
     del out
     tokens = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
@@ -252,7 +260,7 @@ def _decode_loop(model, input_ids, attention_mask, max_new_tokens, temperature, 
             rows, sampled, mask, next_position = rows[keep], sampled[keep], mask[keep], next_position[keep]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         out = model(input_ids=sampled[:, None], attention_mask=mask, position_ids=next_position[:, None],
-                    past_key_values=cache, use_cache=True)
+                    **{cache_arg: cache}, use_cache=True)
         logits = out.logits[:, -1].float()
         next_position = next_position + 1
     tokens = tokens[:, :steps].cpu()
