@@ -115,7 +115,11 @@ def load_policy(model_cfg, log=print) -> tuple[PreTrainedModel, PreTrainedTokeni
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if model_cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers >= 5.2x renamed it activation_checkpointing_enable (the old name warns)
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False  # incompatible with checkpointing in training; generate re-enables
     if model_cfg.lora.r > 0:
         model = with_lora(model, model_cfg.lora)
