@@ -46,6 +46,9 @@ def eq(pred: str, gold: str, **kw) -> bool:
     ("Therefore, the probability that Alice wins is 2/3.", "2/3"),
     ("Answer $$ \n 9 \n $$", "9"),
     ("x^2+2x+1", "x^2+2x+1"),
+    ("3 + 6 = 9\n**Final Answer**: 9", "9"),  # markdown bold around the marker
+    ("so it is 7.\nThe **final answer** is 7.", "7"),
+    ("**Answer:** $\\frac{1}{2}$", "\\frac{1}{2}"),
 ])
 def test_extract_answer(completion, expected):
     assert extract_answer(completion) == expected

@@ -10,6 +10,7 @@ import sympy
 
 import verifiers.steps as steps
 from verifiers import get_verifier
+from verifiers.math import MathVerifier
 from verifiers.steps import MathStepVerifier, check_step, numbers_in
 from verifrl.segments import split_steps
 
@@ -170,3 +171,17 @@ def test_answer_step_uses_the_math_verifier():
     # no marked answer: the last number is NOT taken as the answer (answer step and score agree)
     unmarked = verifier("12 + 5 = 17\n17 - 3 = 14\n", {"question": TOM_Q, "answer": "14"})
     assert unmarked.score == 0.0 and unmarked.step_scores[-1] == 0.0 and unmarked.info["reason"] == "no_answer"
+
+
+@pytest.mark.parametrize("completion", [
+    "15 - 8 = 6\n6 -Answer: 5",          # a marker glued mid-line (a real tiny-model output)
+    "3 + 2 = 5\nSo the answer is 5.",
+    "3 + 2 = 5\n**Answer**: 5",
+    "3 + 2 = 5\n#### 5",
+    "3 + 2 = 5\n\\boxed{5}",
+    "3 + 2 = 5\nAnswer: 6",
+])
+def test_sequence_score_agrees_with_the_math_verifier(completion):
+    # evaluation compares modes by the first verifier's score, so both must read the same answer
+    example = {"question": "Compute 3 + 2.", "answer": "5"}
+    assert MathStepVerifier()(completion, example).score == MathVerifier()(completion, example).score

@@ -64,7 +64,8 @@ MAX_BITS = 4096  # numerator/denominator size of any intermediate value
 _NUMBER_WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
     "sixteen seventeen eighteen nineteen twenty".split())}
-_ANSWER_LINE = re.compile(r"^\s*(?:\*\*)?(?:final\s+)?answer\s*(?:\*\*)?\s*[:=]|the\s+(?:final\s+)?answer\s+is|\\boxed\s*\{|^\s*####",
+# "answer:" anywhere in a step, as verifiers.math.extract_answer reads it ("6 -Answer: 5" is an answer)
+_ANSWER_LINE = re.compile(r"\banswer\s*(?:\*\*)?\s*[:=]|the\s+(?:final\s+)?answer\s+is|\\boxed\s*\{|^\s*####",
                           re.IGNORECASE)
 _NUMBER_IN_TEXT = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
 _TOKEN = re.compile(r"\s*(?:(?P<num>\d+(?:\.\d+)?)|(?P<word>[A-Za-z]+)|(?P<op>\*\*|[-+*/^()%=])|(?P<other>\S))")

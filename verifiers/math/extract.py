@@ -31,7 +31,8 @@ from verifiers.math.normalize import unescape
 _BOX_CMDS = ("\\boxed", "\\fbox")
 _MAX_JOIN_WORDS = 4
 _MARKER = re.compile(
-    r"(?:####|(?:final\s+answer|the\s+answer|answer)\s*(?:is|:|=)\s*(?:\\?[:])?|(?:^|\n)\s*answer\s*[:.]?)",
+    # markdown bold may wrap the keyword: "**Final Answer**: 9", "The **final answer** is 7"
+    r"(?:####|(?:the\s+)?(?:\*\*?)?(?:final\s+)?answer(?:\*\*?)?\s*(?:is|:|=)\s*(?:\\?[:])?|(?:^|\n)\s*answer\s*[:.]?)",
     re.I)
 _SENTENCE_END = re.compile(r"\.(?=\s|$)|\n")
 _NUMBER = re.compile(r"(?:-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+)(?:\s?\\?%)?")
