@@ -92,7 +92,7 @@ def main() -> None:
         rows = [r for r in results if r["mode"] == mode]
         means = [statistics.mean(r["curve"].get(n, float("nan")) for r in rows) for n in steps_seen]
         print(f"{mode:<18}" + "".join(f"{m:>8.1%}" for m in means))
-    print(f"\n{'mode':<18}{'before':>9}{'after':>9}{'gain (pt)':>11}{'all steps ok':>14}{'train s':>9}")
+    print(f"\n{'mode':<18}{'before':>9}{'after':>9}{'gain per seed (pt)':>24}{'all steps ok':>14}{'train s':>9}")
     for mode in MODES:
         rows = [r for r in results if r["mode"] == mode]
         before = statistics.mean(r["accuracy_before"] for r in rows)
@@ -100,7 +100,7 @@ def main() -> None:
         gains = ", ".join(f"{(r['accuracy_after'] - r['accuracy_before']) * 100:+.1f}" for r in rows)
         steps_ok = statistics.mean(r["all_steps_correct_after"] for r in rows)
         seconds = statistics.mean(r["train_seconds"] for r in rows)
-        print(f"{mode:<18}{before:>9.1%}{after:>9.1%}{gains:>11}{steps_ok:>14.1%}{seconds:>9.0f}")
+        print(f"{mode:<18}{before:>9.1%}{after:>9.1%}{gains:>24}{steps_ok:>14.1%}{seconds:>9.0f}")
     print(json.dumps({"runs": results}))
 
 
