@@ -32,6 +32,7 @@ def test_defaults_work_without_a_recipe():
         ("model.name_or_path=/nonexistent/model", "model.name_or_path: no model directory at /nonexistent/model"),
         ("trainer", "override 'trainer' must look like section.key=value"),
         ("logging.progress=maybe", "logging.progress: expected true or false"),
+        ("logging.wandb=off", "got False (YAML read a bare on/off/yes/no as a boolean)"),
     ],
 )
 def test_bad_config_gives_one_clear_line(override, message):

@@ -280,7 +280,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{key}: must be one of {', '.join(map(repr, args))}, got {value!r}")
+            # YAML 1.1 reads on/off/yes/no as booleans, so `wandb=off` arrives as False
+            hint = " (YAML read a bare on/off/yes/no as a boolean)" if isinstance(value, bool) else ""
+            raise ConfigError(f"{key}: must be one of {', '.join(map(repr, args))}, got {value!r}{hint}")
         return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
