@@ -63,12 +63,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--eval-every", type=int, default=50, help="held-out evaluation period (0: off)")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--out", default="runs/bench-process")
     parser.add_argument("overrides", nargs="*", help="extra section.key=value overrides for every run")
     args = parser.parse_args()
     results = []
     for seed in args.seeds:
-        for mode, (recipe, extra) in MODES.items():
+        for mode in args.modes:
+            recipe, extra = MODES[mode]
             overrides = extra + args.overrides + [f"trainer.steps={args.steps}", f"trainer.seed={seed}",
                                                   "logging.wandb=disabled", "checkpoint.every_steps=0",
                                                   f"eval.every_steps={args.eval_every}"]
@@ -88,12 +90,12 @@ def main() -> None:
     steps_seen = sorted({k for r in results for k in r["curve"]})
     print(f"\nheld-out greedy accuracy after N steps (mean of seeds {args.seeds})")
     print(f"{'mode':<18}" + "".join(f"{n:>8}" for n in steps_seen))
-    for mode in MODES:
+    for mode in args.modes:
         rows = [r for r in results if r["mode"] == mode]
         means = [statistics.mean(r["curve"].get(n, float("nan")) for r in rows) for n in steps_seen]
         print(f"{mode:<18}" + "".join(f"{m:>8.1%}" for m in means))
     print(f"\n{'mode':<18}{'before':>9}{'after':>9}{'gain per seed (pt)':>24}{'all steps ok':>14}{'train s':>9}")
-    for mode in MODES:
+    for mode in args.modes:
         rows = [r for r in results if r["mode"] == mode]
         before = statistics.mean(r["accuracy_before"] for r in rows)
         after = statistics.mean(r["accuracy_after"] for r in rows)
