@@ -571,6 +571,9 @@ class Parser:
             return self.parse_group()
         if v == "\\{":
             self.advance()
+            if self.is_sym("\\}"):  # "\{\}" is the empty set
+                self.advance()
+                return sp.S.EmptySet
             items = self.parse_list(stop=("\\}",))
             self.expect_sym("\\}")
             return SetOf(tuple(items))
