@@ -158,8 +158,8 @@ def equal(g: Any, p: Any, ctx: Ctx) -> bool:
         return _collection_equal(g, p, ctx)
     if isinstance(g, Matrix) or isinstance(p, Matrix):
         return _matrix_equal(g, p, ctx)
-    if isinstance(g, (Union,)) or isinstance(p, Union):
-        return _set_equal(g, p, ctx)
+    if isinstance(g, (Union, sp.Set)) or isinstance(p, (Union, sp.Set)):
+        return _set_equal(g, p, ctx)  # \mathbb{R} = (-\infty, \infty), \emptyset = \{\}
     if isinstance(g, Bracket) and isinstance(p, Bracket):
         return _bracket_equal(g, p, ctx)
     if isinstance(g, Rel) or isinstance(p, Rel):
@@ -337,8 +337,8 @@ def _to_set(node: Any) -> sp.Set | None:
         return None if any(x is None for x in parts) else sp.Union(*parts)
     if isinstance(node, SetOf) and all(isinstance(i, sp.Expr) and not _free(i) for i in node.items):
         return sp.FiniteSet(*node.items)
-    if node == sp.S.EmptySet:
-        return sp.S.EmptySet
+    if isinstance(node, sp.Set):
+        return node  # \emptyset, \mathbb{R}
     return None
 
 

@@ -268,6 +268,8 @@ def _lex_command(s: str, name: str, j: int, out: list[Token], space: bool) -> in
             stripped = content.strip()
             if name == "operatorname" and stripped in FUNCTIONS:
                 out.append(Token("CMD", stripped, space))
+            elif name == "mathbb" and stripped == "R":
+                out.append(Token("CMD", "Reals", space))  # the real line, (-\infty, \infty)
             elif stripped.isalpha() and len(stripped) >= 2 and name in ("mathrm", "operatorname"):
                 # \mathrm{cm}, \mathrm{Evelyn}: a word, like \text
                 _lex_into(content, out, in_text=True)
