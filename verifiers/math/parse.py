@@ -108,7 +108,7 @@ _FUNC_MAP = {
 }
 TRIG = {"sin", "cos", "tan", "sec", "csc", "cot"}
 _CONSTS = {"pi": sp.pi, "infty": sp.oo, "oo": sp.oo, "infinity": sp.oo, "emptyset": sp.S.EmptySet,
-           "varnothing": sp.S.EmptySet, "imath": sp.I}
+           "varnothing": sp.S.EmptySet, "imath": sp.I, "Reals": sp.S.Reals}
 _REL_OPS = {"=": "=", "<": "<", ">": ">", "<=": "<=", ">=": ">=", "!=": "!=", "=>": ">=",
             "=<": "<="}
 _FUNCTION_LETTERS = set("fghFGHpqPQ")
