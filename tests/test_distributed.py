@@ -96,6 +96,76 @@ def test_two_gloo_ranks_match_one_process_with_the_whole_batch(tiny_tokenizer, t
         assert moved, cfg  # the step did change the weights, so equality is not trivial
 
 
+def _train_sharded(model, batch: TrainBatch, loss_cfg: LossConfig, micro_batch_size: int) -> dict:
+    """_train_once under FSDP2: shard a copy, step, and gather the full weights (on rank 0)."""
+    model = distributed.shard_model(copy.deepcopy(model))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    update_policy(model, optimizer, batch, loss_cfg, temperature=1.0, micro_batch_size=micro_batch_size,
+                  max_grad_norm=1.0, max_completion_length=LC)
+    return {k: v.clone() for k, v in distributed.full_model_state(model).items()}
+
+
+def _fsdp_worker(rank: int, world: int, port: int, model, batch: TrainBatch, tokenizer, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    assert distributed.init("gloo")
+    local = _shard(batch, rank, world)
+    # micro-batches of 2 rows: rank 0 (prompts 0 and 2: 6 active rows, 3 passes) and rank 1 (prompt 1's
+    # zero-advantage rows are skipped: 3 active rows, 2 passes) run different numbers of passes
+    results = [_train_sharded(model, local, cfg, micro_batch_size=2) for cfg in CASES]
+    # generation issues no collectives: ranks sample different numbers of tokens, then still update
+    # in step (a collective inside generation would pair up wrongly and hang or fail)
+    from verifrl.rollout import generate
+
+    sharded = distributed.shard_model(copy.deepcopy(model))
+    generated = generate(sharded, tokenizer, ["12+3=", "7+8="], group_size=2, max_new_tokens=2 + 5 * rank,
+                         greedy=False, temperature=1.0)
+    optimizer = torch.optim.AdamW(sharded.parameters(), lr=1e-3)
+    update_policy(sharded, optimizer, local, CASES[0], temperature=1.0, micro_batch_size=1 + rank,
+                  max_grad_norm=1.0, max_completion_length=LC)
+    # a full optimizer state saved by rank 0 and loaded back by every rank restores the same shards
+    saved_model = distributed.full_model_state(sharded)
+    saved_optimizer = distributed.full_optimizer_state(sharded, optimizer)
+    if rank == 0:
+        torch.save((saved_model, saved_optimizer), os.path.join(out_dir, "full.pt"))
+    distributed.barrier()
+    full_model, full_optimizer = torch.load(os.path.join(out_dir, "full.pt"), weights_only=False)
+    restored = distributed.shard_model(copy.deepcopy(model))
+    restored_optimizer = torch.optim.AdamW(restored.parameters(), lr=1e-3)
+    distributed.load_full_model_state(restored, full_model)
+    distributed.load_full_optimizer_state(restored, restored_optimizer, full_optimizer)
+    same = all(torch.equal(a.to_local(), b.to_local()) for a, b in zip(sharded.parameters(), restored.parameters()))
+    moments = [restored_optimizer.state[p]["exp_avg"].to_local() for p in restored.parameters()]
+    same &= all(torch.equal(a, optimizer.state[p]["exp_avg"].to_local()) for a, p in zip(moments, sharded.parameters()))
+    torch.save({"results": results, "tokens": generated.completion_ids.shape[1], "restored": same},
+               os.path.join(out_dir, f"rank{rank}.pt"))
+    distributed.destroy()
+
+
+@pytest.mark.slow
+def test_two_fsdp_gloo_ranks_match_one_process_with_the_whole_batch(tiny_tokenizer, tmp_path):
+    """trainer.parallel=fsdp: 2 sharded ranks x B prompts == 1 process x 2B, with unequal pass counts."""
+    torch.manual_seed(0)
+    model = build_model(TEST_MODEL, tiny_tokenizer)
+    batch = _fixed_batch(len(tiny_tokenizer))
+    single = [_train_once(model, batch, cfg, micro_batch_size=0) for cfg in CASES]
+    mp.start_processes(_fsdp_worker, args=(2, _free_port(), model, batch, tiny_tokenizer, str(tmp_path)), nprocs=2,
+                       join=True, start_method="spawn")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    initial = model.state_dict()
+    for case, cfg in enumerate(CASES):
+        gathered = ranks[0]["results"][case]  # full weights live on rank 0 (cpu_offload)
+        assert set(gathered) == set(single[case])
+        moved = False
+        for name, expected in single[case].items():
+            assert torch.allclose(gathered[name], expected, atol=1e-6, rtol=1e-5), (cfg.type, cfg.beta, name)
+            moved |= not torch.equal(expected, initial[name])
+        assert moved, cfg
+    assert [r["tokens"] for r in ranks] == [2, 7]
+    assert all(r["restored"] for r in ranks)
+
+
 def test_a_rank_with_half_the_batch_alone_differs(tiny_tokenizer):
     """Without the global normalisers/all-reduce, a shard's step is not the full batch's step."""
     torch.manual_seed(0)
@@ -128,15 +198,31 @@ def test_shard_rows_keeps_whole_prompts_per_rank(monkeypatch):
         distributed.shard_rows(list("abc"), 3)
 
 
+def varied_reward(completion: str, example: dict):
+    """A test verifier whose reward varies within a group, so the tiny model gets a gradient."""
+    from verifiers import VerifyResult
+
+    return VerifyResult(score=(sum(map(ord, completion)) % 5) / 4)
+
+
 @pytest.mark.slow
-def test_torchrun_two_ranks_trains_resumes_and_only_rank0_writes(tmp_path):
-    """``torchrun --nproc_per_node 2 -m verifrl train``: one run directory, one line per step, resume."""
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_torchrun_two_ranks_trains_resumes_and_only_rank0_writes(tmp_path, parallel):
+    """``torchrun --nproc_per_node 2 -m verifrl train``: one run directory, one line per step, resume.
+
+    fsdp also runs with a (sharded) reference model, beta > 0, and checks that the checkpoint and
+    ``final_model`` hold the full weights.
+    """
     import json
     import subprocess
     import sys
 
     from tests.conftest import tiny_model_overrides
 
+    options = [f"trainer.parallel={parallel}"]
+    if parallel == "fsdp":
+        options += ["loss.beta=0.04", "trainer.micro_batch_size=1",
+                    "reward.verifiers=[{name: 'tests.test_distributed:varied_reward'}]"]
     run_dir = tmp_path / "run"
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -148,7 +234,7 @@ def test_torchrun_two_ranks_trains_resumes_and_only_rank0_writes(tmp_path):
                f"trainer.steps={steps}", "trainer.threads=1", "rollout.num_prompts=2", "rollout.group_size=2",
                "rollout.max_new_tokens=8", "data.num_train=200", "data.num_test=4", "eval.before=false",
                "checkpoint.every_steps=1", "logging.wandb=disabled", "logging.progress=false",
-               "logging.sample_table_every=0", "--run-dir", str(run_dir), *extra]
+               "logging.sample_table_every=0", *options, "--run-dir", str(run_dir), *extra]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -160,3 +246,24 @@ def test_torchrun_two_ranks_trains_resumes_and_only_rank0_writes(tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 3
     assert (run_dir / "checkpoints").is_dir()
     assert not list(scratch.glob("verifrl-rank*"))  # rank 1's scratch run directory was removed
+    if parallel == "fsdp":  # full (unsharded) weights in the checkpoint and in final_model
+        from transformers import AutoModelForCausalLM
+
+        weights = torch.load(run_dir / "checkpoints" / "step-3" / "model.pt", weights_only=True)
+        final = AutoModelForCausalLM.from_pretrained(run_dir / "final_model").state_dict()
+        reference = torch.load(run_dir / "checkpoints" / "reference.pt", weights_only=True)
+        assert set(final) <= set(weights) and set(weights) == set(reference)
+        for name, tensor in final.items():
+            assert torch.equal(tensor, weights[name]), name
+        assert any(not torch.equal(weights[k], reference[k]) for k in weights)  # it did train
+
+
+def test_fsdp_rejects_lora_and_dynamic_sampling():
+    from verifrl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="model.lora"):
+        load_config("recipes/tiny-arith.yaml", ["trainer.parallel=fsdp", "model.lora.r=8"])
+    for mode in ("drop", "refill"):
+        with pytest.raises(ConfigError, match="dynamic_sampling=off"):
+            load_config("recipes/tiny-arith.yaml", ["trainer.parallel=fsdp", f"rollout.dynamic_sampling={mode}"])
+    assert load_config("recipes/tiny-arith.yaml", ["trainer.parallel=fsdp"]).trainer.parallel == "fsdp"

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from verifrl import distributed
+
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -52,7 +54,10 @@ def _is_peft(model) -> bool:
 
 def _trainable_state(model) -> dict[str, torch.Tensor]:
     """What a checkpoint stores of the model: all weights, or only the adapter of a LoRA policy
-    (the base weights come from ``model.name_or_path`` again on resume)."""
+    (the base weights come from ``model.name_or_path`` again on resume). An FSDP-sharded model's
+    full weights are gathered to rank 0 (every rank must call this; the others get nothing)."""
+    if distributed.is_sharded(model):
+        return distributed.full_model_state(model)
     if _is_peft(model):
         from peft import get_peft_model_state_dict
 
@@ -68,8 +73,11 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, train
     final = root / f"step-{step}"
     staging = Path(tempfile.mkdtemp(prefix=f".step-{step}-", dir=root))
     torch.save({k: v.detach().cpu() for k, v in _trainable_state(model).items()}, staging / "model.pt")
+    # fsdp: the full optimizer state, keyed by parameter name (gathered by every rank, held by rank 0)
+    optimizer_state = (distributed.full_optimizer_state(model, optimizer) if distributed.is_sharded(model)
+                       else optimizer.state_dict())
     torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
+        {"optimizer": optimizer_state, "scheduler": scheduler.state_dict() if scheduler else None,
          "rng": rng_state(), "trainer": trainer_state, "step": step},
         staging / "state.pt",
     )
@@ -129,13 +137,27 @@ def load_checkpoint(path: Path, model, optimizer=None, scheduler=None) -> dict:
         if unexpected or not weights:
             raise ValueError(f"{path}: not a LoRA adapter checkpoint of this model "
                              f"({len(weights)} tensors, unexpected {unexpected[:3]})")
+    elif distributed.is_sharded(model):  # every rank reads the full weights and keeps its shard
+        distributed.load_full_model_state(model, weights)
     else:
         model.load_state_dict(weights)
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-    if optimizer is not None:
+    if optimizer is not None and distributed.is_sharded(model):
+        distributed.load_full_optimizer_state(model, optimizer, state["optimizer"])
+    elif optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
     if optimizer is not None:
         set_rng_state(state["rng"])
     return {"step": state["step"], **state["trainer"]}
+
+
+def save_final_model(model, tokenizer, path: Path) -> None:
+    """The policy as a plain Hugging Face model directory. An FSDP-sharded policy's full weights
+    are gathered (every rank must call this) and written by rank 0 only."""
+    state = distributed.full_model_state(model) if distributed.is_sharded(model) else None
+    if state is not None and not distributed.is_main():
+        return
+    model.save_pretrained(path, state_dict=state)
+    tokenizer.save_pretrained(path)

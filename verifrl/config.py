@@ -196,6 +196,8 @@ class TrainerConfig:
     """Seed of sampling, prompt order and anything random in the update."""
     threads: int = 0
     """torch CPU threads (0: leave torch's default)."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """torchrun: ddp (full copy per rank, gradient all-reduce) or fsdp (FSDP2: weights/grads/optimizer sharded)."""
 
 
 @dataclass
@@ -432,6 +434,13 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    if cfg.trainer.parallel == "fsdp" and cfg.model.lora.r > 0:
+        raise ConfigError("trainer.parallel=fsdp does not support model.lora (use ddp: a LoRA policy's "
+                          "trainable state is small)")
+    if cfg.trainer.parallel == "fsdp" and cfg.rollout.dynamic_sampling != "off":
+        # ranks would run different numbers of generations (refill) or skip the update (an all-equal
+        # step), and under fsdp both need every rank's part in the collectives
+        raise ConfigError("trainer.parallel=fsdp needs rollout.dynamic_sampling=off")
     if cfg.advantage.mode != "outcome" and cfg.rollout.group_size < 2:
         pass  # process supervision normalises over steps, so G=1 is still meaningful
     model = cfg.model.name_or_path

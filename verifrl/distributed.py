@@ -13,11 +13,29 @@ per-backward hooks. Metrics, checkpoints, wandb and ``summary.json`` are written
 
 Backend: ``nccl`` when CUDA is available (each rank on ``cuda:LOCAL_RANK``), ``gloo`` otherwise.
 Outside torchrun (no ``WORLD_SIZE`` in the environment) everything here is a no-op.
+
+``trainer.parallel: fsdp`` shards instead of copying: after loading (and after rank 0's weights
+are broadcast), every decoder layer and then the root get FSDP2 ``fully_shard``, so parameters,
+gradients and AdamW state are split over the ranks (the reference, when beta > 0, is sharded the
+same way). FSDP all-gathers a layer's weights in every forward and reduce-scatters its gradient
+in every backward, collectives that every rank must join, so under fsdp:
+
+* generation and the reference's log-probs run inside :func:`gathered_parameters` (every FSDP
+  module unsharded once, before; resharded after), so their forwards issue no collectives and
+  ranks may stop sampling after different numbers of tokens;
+* the update pads every rank to the same number of micro-batch forward/backward passes with
+  zero-weight passes (:func:`missing_passes`, :func:`idle_pass`);
+* the reduce-scatter sums (divide factor 1), as the explicit all-reduce does, so the global loss
+  normalisers stay right, and :func:`all_reduce_gradients` is skipped;
+* checkpoints hold full (unsharded) state dicts, gathered by every rank and written by rank 0
+  (:func:`full_model_state`, :func:`full_optimizer_state`), and are loaded back by every rank.
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -122,7 +140,10 @@ def barrier() -> None:
 
 
 def destroy() -> None:
+    """Leave the process group, after a barrier so that no rank tears it down while another rank
+    still has a collective in flight."""
     if is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
@@ -145,3 +166,154 @@ def scratch_run_dir() -> "os.PathLike":
     from pathlib import Path
 
     return Path(tempfile.mkdtemp(prefix=f"verifrl-rank{rank()}-"))
+
+
+# ---------------------------------------------------------------------------------------------
+# FSDP2 (trainer.parallel: fsdp)
+
+
+def _fsdp_modules(model: torch.nn.Module) -> list:
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
+def is_sharded(model: torch.nn.Module | None) -> bool:
+    """True when ``fully_shard`` was applied to the model (its root is an FSDP module)."""
+    if model is None:
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The transformer blocks to shard one by one: modules whose class name ends in ``DecoderLayer``
+    (every Hugging Face causal LM), else the children of ``model.model.layers``."""
+    layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+    if not layers:
+        layers = list(getattr(getattr(model, "model", None), "layers", []) or [])
+    if not layers:
+        raise ValueError(f"trainer.parallel=fsdp: found no decoder layers in {type(model).__name__}")
+    return layers
+
+
+def shard_model(model: torch.nn.Module) -> torch.nn.Module:
+    """Apply FSDP2 ``fully_shard`` to every decoder layer, then to the root (in place; returned).
+
+    Gradients are reduced by plain SUM over ranks (divide factor 1, sum-only collectives), because
+    the loss already divides by global normalisers, like the DDP-style all-reduce.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    device_type = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    mesh = init_device_mesh(device_type, (world_size(),))
+    for layer in decoder_layers(model):
+        fully_shard(layer, mesh=mesh, reshard_after_forward=True)
+    # the root keeps its (embedding, final norm, head) weights gathered between forward and backward
+    fully_shard(model, mesh=mesh, reshard_after_forward=False)
+    for module in _fsdp_modules(model):
+        module.set_gradient_divide_factor(1.0)
+        module.set_force_sum_reduction_for_comms(True)  # SUM, not AVG/PREMUL_SUM (gloo has neither)
+    return model
+
+
+def prepare_models(policy: torch.nn.Module, reference: torch.nn.Module | None, parallel: str
+                   ) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """Shard policy and reference for ``parallel == "fsdp"`` under torchrun; otherwise unchanged.
+
+    Call after :func:`broadcast_parameters` and after the reference copy was made and loaded, and
+    before the optimizer is built (it must see the sharded parameters).
+    """
+    if parallel != "fsdp" or world_size() == 1:
+        return policy, reference
+    shard_model(policy)
+    if reference is not None:
+        shard_model(reference)
+    return policy, reference
+
+
+@contextmanager
+def gathered_parameters(model: torch.nn.Module) -> Iterator[None]:
+    """Every FSDP module of ``model`` unsharded for the block, so its forwards need no collectives.
+
+    Generation stops when a rank's rows have all ended, so ranks run different numbers of
+    forwards; with all weights gathered once up front (one all-gather per module, the same on
+    every rank) none of those forwards communicates. A no-op for an unsharded model. Costs the
+    memory of the full weights while inside (no gradients or optimizer state).
+    """
+    modules = _fsdp_modules(model)
+    if not modules:
+        yield
+        return
+    for module in modules:
+        module.set_reshard_after_forward(False, recurse=False)
+        module.unshard()
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.reshard()
+            module.set_reshard_after_forward(module is not model, recurse=False)  # as shard_model set it
+
+
+def max_across_ranks(value: int) -> int:
+    """The largest of an integer over ranks (the integer itself in one process)."""
+    if not is_initialized():
+        return value
+    buffer = torch.tensor([value], dtype=torch.int64, device=_comm_device())
+    dist.all_reduce(buffer, op=dist.ReduceOp.MAX)
+    return int(buffer.item())
+
+
+def missing_passes(model: torch.nn.Module, passes: int) -> int:
+    """How many zero-weight forward/backward passes this rank must add so that every rank runs as
+    many as the busiest one (FSDP's per-layer collectives pair up across ranks); 0 unless sharded."""
+    if not is_sharded(model):
+        return 0
+    return max_across_ranks(passes) - passes
+
+
+def idle_pass(model: torch.nn.Module) -> None:
+    """One forward/backward of a single token with the loss times zero: joins every FSDP
+    collective of a real micro-batch and adds exactly nothing to the gradients."""
+    device = next(model.parameters()).device
+    token = torch.zeros((1, 1), dtype=torch.long, device=device)
+    logits = model(input_ids=token, attention_mask=torch.ones_like(token), use_cache=False).logits
+    (logits.float().sum() * 0.0).backward()
+
+
+def _state_dict_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    # full (unsharded) tensors on CPU, on rank 0 only: a checkpoint the same as a one-process one
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model's state dict on rank 0 (empty on the others). A collective: every rank calls it."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model, options=_state_dict_options())
+
+
+def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The whole optimizer state (keyed by parameter name) on rank 0. A collective."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=_state_dict_options())
+
+
+def load_full_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Shard a full state dict (every rank passes the same one, read from the checkpoint) into the model."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+
+
+def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Shard a full optimizer state dict (from :func:`full_optimizer_state`) into the optimizer."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))

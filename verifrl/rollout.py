@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
+from verifrl import distributed
+
 
 @dataclass
 class RolloutBatch:
@@ -121,10 +123,13 @@ def generate(
     expanded = [p for p in prompts for _ in range(group_size)]
     chunk = chunk_size or len(expanded)
     pieces = []
-    for start in range(0, len(expanded), chunk):
-        pieces.append(_generate_chunk(model, tokenizer, expanded[start : start + chunk], max_new_tokens,
-                                      temperature, top_p, top_k, greedy, record_logprobs and not greedy,
-                                      engine, group_size))
+    # fsdp: all weights gathered once, so ranks that stop sampling at different tokens never wait
+    # for each other's per-layer all-gathers (a no-op for an unsharded model)
+    with distributed.gathered_parameters(model):
+        for start in range(0, len(expanded), chunk):
+            pieces.append(_generate_chunk(model, tokenizer, expanded[start : start + chunk], max_new_tokens,
+                                          temperature, top_p, top_k, greedy, record_logprobs and not greedy,
+                                          engine, group_size))
     if was_training:
         model.train()
 

@@ -22,7 +22,7 @@ import torch
 
 from data.loaders import load_task
 from verifrl.advantages import token_advantages
-from verifrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from verifrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final_model
 from verifrl import distributed
 from verifrl.config import Config
 from verifrl.dynamic_sampling import collect_informative
@@ -246,6 +246,13 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
         if count:
             log(f"data: skipped {count} {split} rows without a question or answer")
     reference = reference_model(policy) if cfg.loss.beta > 0 else None  # LoRA: the adapter-disabled base
+    if reference is not None and resume:  # the reference is the initial policy, saved alongside
+        reference.load_state_dict(torch.load(run_dir / "checkpoints" / "reference.pt", weights_only=True))
+    elif reference is not None and distributed.is_main():
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        torch.save(reference.state_dict(), run_dir / "checkpoints" / "reference.pt")
+    # trainer.parallel=fsdp under torchrun: shard both (before the optimizer sees the parameters)
+    policy, reference = distributed.prepare_models(policy, reference, cfg.trainer.parallel)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.trainer.lr, betas=cfg.trainer.adam_betas,
                                   weight_decay=cfg.trainer.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
@@ -255,14 +262,9 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
     if resume:
         checkpoint = latest_checkpoint(run_dir)
         trainer_state = load_checkpoint(checkpoint, policy, optimizer, scheduler)
-        if reference is not None:  # the reference is the initial policy, saved alongside
-            reference.load_state_dict(torch.load(run_dir / "checkpoints" / "reference.pt", weights_only=True))
         task.sampler.load_state_dict(trainer_state["sampler"])
         start_step = trainer_state["step"]
         log(f"resumed from {checkpoint} at step {start_step}")
-    elif reference is not None and distributed.is_main():
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        torch.save(reference.state_dict(), run_dir / "checkpoints" / "reference.pt")
 
     if not distributed.is_main():  # only rank 0 writes the run directory and wandb; the rest write scratch
         run_dir, log = distributed.scratch_run_dir(), (lambda *_, **__: None)
@@ -312,8 +314,7 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
                               pass_k=cfg.eval.pass_k, pass_k_temperature=cfg.eval.pass_k_temperature, **eval_kwargs)
         tracker.log(cfg.trainer.steps, {f"eval/{k}": v for k, v in eval_after.items()}, console=False)
         if cfg.checkpoint.save_final_model:
-            policy.save_pretrained(run_dir / "final_model")
-            tokenizer.save_pretrained(run_dir / "final_model")
+            save_final_model(policy, tokenizer, run_dir / "final_model")
         summary = {
             "recipe": recipe_name,
             "run_dir": str(run_dir),

@@ -77,11 +77,14 @@ def batched_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_
     out = torch.zeros(completion_ids.shape, dtype=torch.float32)
     n = completion_ids.shape[0]
     step = micro_batch_size or n
-    for start in range(0, n, step):
-        sl = slice(start, start + step)
-        p_ids, p_mask, c_ids, c_mask, width = _trimmed(prompt_ids[sl], prompt_mask[sl], completion_ids[sl], completion_mask[sl])
-        logp, _ = completion_logprobs(model, p_ids, p_mask, c_ids, c_mask, temperature)
-        out[sl, :width] = logp.cpu()
+    # sharded (fsdp) reference: gathered once, so ranks may run different numbers of forwards
+    with distributed.gathered_parameters(model):
+        for start in range(0, n, step):
+            sl = slice(start, start + step)
+            p_ids, p_mask, c_ids, c_mask, width = _trimmed(prompt_ids[sl], prompt_mask[sl], completion_ids[sl],
+                                                           completion_mask[sl])
+            logp, _ = completion_logprobs(model, p_ids, p_mask, c_ids, c_mask, temperature)
+            out[sl, :width] = logp.cpu()
     return out
 
 
@@ -123,7 +126,11 @@ def update_policy(
             active[0] = True  # one (zero-gradient) row, so the loss metrics are still computed
     sums["skipped_rows_frac"] = 1.0 - float(active.float().mean()) if n_local else 0.0
     active_rows = active.nonzero().squeeze(1)
-    for chunk in micro_batches(lengths[active_rows], micro_batch_size):
+    chunks = micro_batches(lengths[active_rows], micro_batch_size)
+    # fsdp: every rank must run as many forward/backward passes as the busiest (0 otherwise)
+    for _ in range(distributed.missing_passes(model, len(chunks))):
+        distributed.idle_pass(model)
+    for chunk in chunks:
         rows = active_rows[chunk]
         p_ids, p_mask, c_ids, c_mask, width = _trimmed(
             batch.prompt_ids[rows], batch.prompt_mask[rows], batch.completion_ids[rows], batch.completion_mask[rows]
@@ -161,7 +168,8 @@ def update_policy(
     for param in model.parameters():  # nothing active: a zero gradient (Adam's moments still move)
         if param.requires_grad and param.grad is None:
             param.grad = torch.zeros_like(param)
-    distributed.all_reduce_gradients(model)  # sum over ranks (no-op in one process)
+    if not distributed.is_sharded(model):  # fsdp has already summed (reduce-scattered) in each backward
+        distributed.all_reduce_gradients(model)  # sum over ranks (no-op in one process)
     grad_norm = torch.nn.utils.clip_grad_norm_(
         model.parameters(), max_grad_norm if max_grad_norm > 0 else float("inf")
     )
