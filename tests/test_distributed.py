@@ -267,3 +267,12 @@ def test_fsdp_rejects_lora_and_dynamic_sampling():
         with pytest.raises(ConfigError, match="dynamic_sampling=off"):
             load_config("recipes/tiny-arith.yaml", ["trainer.parallel=fsdp", f"rollout.dynamic_sampling={mode}"])
     assert load_config("recipes/tiny-arith.yaml", ["trainer.parallel=fsdp"]).trainer.parallel == "fsdp"
+
+
+def test_dynamic_sampling_under_torchrun_is_refused_not_hung(monkeypatch):
+    from verifrl.config import ConfigError, load_config
+
+    assert load_config("recipes/tiny-arith.yaml", ["rollout.dynamic_sampling=drop"]).rollout.dynamic_sampling == "drop"
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets in every rank
+    with pytest.raises(ConfigError, match="not supported under torchrun"):
+        load_config("recipes/tiny-arith.yaml", ["rollout.dynamic_sampling=drop"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -441,6 +442,10 @@ def validate(cfg: Config) -> None:
         # ranks would run different numbers of generations (refill) or skip the update (an all-equal
         # step), and under fsdp both need every rank's part in the collectives
         raise ConfigError("trainer.parallel=fsdp needs rollout.dynamic_sampling=off")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and cfg.rollout.dynamic_sampling != "off":
+        # a rank whose groups all tie skips its update while the others wait in the gradient
+        # all-reduce: refuse rather than hang
+        raise ConfigError("rollout.dynamic_sampling is not supported under torchrun yet (set it to off)")
     if cfg.advantage.mode != "outcome" and cfg.rollout.group_size < 2:
         pass  # process supervision normalises over steps, so G=1 is still meaningful
     model = cfg.model.name_or_path
