@@ -29,7 +29,7 @@ def dry_run(cfg: Config, log=print, show: int = 2) -> dict:
         G = cfg.rollout.group_size
         batch = generate(policy, tokenizer, prompts, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens,
                          temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                         chunk_size=cfg.rollout.chunk_size)
+                         chunk_size=cfg.rollout.chunk_size, engine=cfg.rollout.engine)
         examples = [row for row in rows for _ in range(G)]
         scored = score_rollouts(batch.texts, examples, verifiers, cfg.reward.on_verifier_error)
         rewards = scored.rewards.clone()

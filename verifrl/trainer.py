@@ -128,7 +128,7 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         with timer("generation"):
             batch = generate(policy, tokenizer, prompts, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens,
                              temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                             chunk_size=cfg.rollout.chunk_size)
+                             chunk_size=cfg.rollout.chunk_size, engine=cfg.rollout.engine)
         with timer("verification"):
             scored = score_rollouts(batch.texts, [row for row in rows for _ in range(G)], verifiers,
                                     cfg.reward.on_verifier_error)
