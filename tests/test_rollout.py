@@ -64,3 +64,21 @@ def test_rows_dropped_mid_batch_keep_exact_logprobs(tiny_model, tiny_tokenizer):
                                         batch.completion_mask, temperature=1.5)
     mask = batch.completion_mask.bool()
     assert torch.allclose(batch.sampler_logprobs[mask], recomputed.detach()[mask], atol=1e-4)
+
+
+def test_continuous_batching_engine_matches_the_loop_and_reports_exact_logprobs(tiny_model, tiny_tokenizer):
+    if not hasattr(tiny_model, "generate_batch"):
+        import pytest
+        pytest.skip("this transformers has no continuous batching")
+    prompts = ["Question: Compute 3 + 4.\nSolution:\n", "Question: Tom has 5 pens and buys 12 more.\nSolution:\n"]
+    cb = generate(tiny_model, tiny_tokenizer, prompts, greedy=True, max_new_tokens=12, engine="cb")
+    loop = generate(tiny_model, tiny_tokenizer, prompts, greedy=True, max_new_tokens=12, engine="loop")
+    assert cb.texts == loop.texts and torch.equal(cb.lengths, loop.lengths)
+    torch.manual_seed(0)
+    batch = generate(tiny_model, tiny_tokenizer, prompts, group_size=3, max_new_tokens=12, temperature=0.7, engine="cb")
+    assert batch.completion_ids.shape[0] == 6 and batch.prompt_mask[:, 0].tolist().count(0) > 0
+    recomputed, _ = completion_logprobs(tiny_model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
+                                        batch.completion_mask, temperature=0.7)
+    mask = batch.completion_mask.bool()
+    assert torch.allclose(batch.sampler_logprobs[mask], recomputed.detach()[mask], atol=1e-4)
+    assert (batch.sampler_logprobs[~mask] == 0).all()

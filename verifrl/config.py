@@ -108,9 +108,9 @@ class RolloutConfig:
     """Top-k sampling (0: off)."""
     chunk_size: int = 0
     """Most sequences per generate call (0: all of a step's P*G at once)."""
-    engine: Literal["loop", "hf"] = "loop"
-    """Sampler: ``loop`` (verifrl's KV-cache loop: shared prompt prefill, finished rows dropped) or
-    ``hf`` (``model.generate``, for models whose forward the loop does not fit)."""
+    engine: Literal["loop", "hf", "cb"] = "loop"
+    """Sampler: ``loop`` (verifrl's KV-cache loop: shared prompt prefill, finished rows dropped),
+    ``hf`` (``model.generate``) or ``cb`` (transformers' continuous batching, ``generate_batch``)."""
     dynamic_sampling: Literal["off", "drop", "refill"] = "off"
     """DAPO dynamic sampling: ``drop`` removes groups whose rewards are all equal (zero advantage)
     from the update; ``refill`` also samples more prompts until num_prompts groups are informative

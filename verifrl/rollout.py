@@ -113,7 +113,8 @@ def generate(
         chunk_size: most rows per ``generate`` call (0: all N = P * group_size at once).
         record_logprobs: record the sampler's tempered log-probs (ignored when greedy).
         engine: ``loop`` (verifrl's own KV-cache sampling loop: shared prompt prefill, finished
-            rows dropped) or ``hf`` (``model.generate`` with a log-prob recorder).
+            rows dropped), ``hf`` (``model.generate`` with a log-prob recorder) or ``cb``
+            (transformers' continuous batching, log-probs from one extra forward).
     Returns:
         RolloutBatch with N = P * group_size rows, prompt p's samples contiguous.
     """
@@ -153,6 +154,9 @@ def _generate_chunk(model, tokenizer, prompts, max_new_tokens, temperature, top_
                     engine="loop", group_size=1):
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     enc = {k: v.to(model.device) for k, v in enc.items()}
+    if engine == "cb":
+        return _continuous_batching_chunk(model, tokenizer, enc, max_new_tokens, temperature, top_p, top_k,
+                                          greedy, record)
     if engine == "loop" and not getattr(model.config, "is_encoder_decoder", False):
         completion, logprobs = _decode_loop(model, enc["input_ids"], enc["attention_mask"], max_new_tokens,
                                             temperature, top_p, top_k, greedy, record,
@@ -181,6 +185,53 @@ def _generate_chunk(model, tokenizer, prompts, max_new_tokens, temperature, top_
         recorder.gather(out[:, -1])
         logprobs = torch.stack(recorder.recorded, dim=1).cpu() if recorder.recorded else torch.zeros(completion.shape)
     return enc["input_ids"].cpu(), enc["attention_mask"].cpu(), completion, logprobs
+
+
+def _continuous_batching_chunk(model, tokenizer, enc, max_new_tokens, temperature, top_p, top_k, greedy, record):
+    """Sampling with transformers' continuous batching (``model.generate_batch``, paged KV cache).
+
+    Rows are scheduled independently, so a finished row frees its slot at once. The engine does not
+    hand back the sampler's distribution, so the tempered log-probs are recomputed with one forward
+    pass of the same weights: exact by construction, at the cost of that forward.
+    """
+    if not hasattr(model, "generate_batch"):
+        raise RuntimeError("rollout.engine=cb needs transformers with continuous batching (model.generate_batch)")
+    from transformers import GenerationConfig
+
+    eos = sorted(eos_token_ids(model, tokenizer))
+    sampling = {} if greedy else {"temperature": temperature, "top_p": top_p if top_p < 1.0 else None,
+                                  "top_k": top_k or None}
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, eos_token_id=eos,
+                              pad_token_id=tokenizer.pad_token_id, **sampling)
+    rows = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"].cpu(), enc["attention_mask"].cpu())]
+    outputs = model.generate_batch(inputs=rows, generation_config=config, progress_bar=False)
+    # request ids are "req_<index in inputs>"; identical prompts make prompt_ids useless as a key
+    ordered = sorted(outputs.values(), key=lambda out: int(str(out.request_id).rsplit("_", 1)[-1]))
+    if len(ordered) != len(rows) or any(out.error for out in ordered):
+        raise RuntimeError(f"continuous batching returned {len(ordered)} of {len(rows)} rows "
+                           f"({next((out.error for out in ordered if out.error), '')})")
+    width = max(1, max(len(out.generated_tokens) for out in ordered))
+    completion = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    for i, out in enumerate(ordered):
+        completion[i, : len(out.generated_tokens)] = torch.tensor(out.generated_tokens, dtype=torch.long)
+    prompt_ids, prompt_mask = enc["input_ids"].cpu(), enc["attention_mask"].cpu()
+    logprobs = None
+    if record and not greedy:
+        logprobs = _forward_logprobs(model, prompt_ids, prompt_mask, completion, temperature)
+    return prompt_ids, prompt_mask, completion, logprobs
+
+
+@torch.no_grad()
+def _forward_logprobs(model, prompt_ids, prompt_mask, completion, temperature) -> torch.Tensor:
+    """log_softmax(logits / T) of each completion token under ``model``. -> (N, Lc), padding left to
+    the caller's mask."""
+    device = next(model.parameters()).device
+    ids = torch.cat([prompt_ids, completion], dim=1).to(device)
+    mask = torch.cat([prompt_mask, torch.ones_like(completion)], dim=1).to(device)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+    logits = logits[:, prompt_ids.shape[1] - 1 : -1].float() / temperature  # predicts each completion token
+    return torch.log_softmax(logits, dim=-1).gather(2, completion.to(device)[..., None]).squeeze(2).cpu()
 
 
 def _filter_top_k_top_p(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
