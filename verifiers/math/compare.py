@@ -21,7 +21,7 @@ from typing import Any
 
 import sympy as sp
 
-from verifiers.math.parse import (DEG, MARKERS, PCT, PM, BaseNum, Bracket, Clock, ListOf, Matrix,
+from verifiers.math.nodes import (DEG, MARKERS, PCT, PM, BaseNum, Bracket, Clock, ListOf, Matrix,
                                   Ratio, Rel, SetOf, Text, Union, WithUnit)
 from verifiers.math.policy import Policy
 from verifiers.math.reading import Reading

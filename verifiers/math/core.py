@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from verifiers.math.compare import readings_equal
 from verifiers.math.normalize import strip_wrappers
-from verifiers.math.parse import Text
+from verifiers.math.nodes import Text
 from verifiers.math.policy import Policy
 from verifiers.math.reading import Reading, Unparseable, read_answer
 

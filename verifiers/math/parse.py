@@ -5,98 +5,20 @@ sympy object is built by an explicit constructor, and constructors that could ex
 (integer powers above ~20k bits, factorials above 2000 and constant towers are kept unevaluated;
 nesting is capped at ``MAX_DEPTH``).
 
-Output nodes (all hashable, compared by :mod:`compare`):
-
-* a sympy ``Expr`` -- numbers, expressions; markers are the symbols :data:`PCT` (percent),
-  :data:`DEG` (degrees) and :data:`PM` (the sign of ``\\pm``), substituted at comparison time;
-* :class:`Bracket` ``(a, b)`` / ``[a, b)`` (tuple or interval, decided when compared),
-  :class:`SetOf` ``\\{..\\}``, :class:`ListOf` bare ``a, b, c``, :class:`Matrix`,
-  :class:`Union` (``\\cup``), :class:`Rel` (``=``, ``<`` ... chains, ``\\in``),
-  :class:`WithUnit`, :class:`Text`, :class:`BaseNum` (``1011_2``), :class:`Clock` (``12:00``),
-  :class:`Ratio` (``3:4``).
+The nodes it builds, and the guarded arithmetic on them, live in :mod:`verifiers.math.nodes`.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import sympy as sp
 
 from verifiers.math.lexer import FUNCTIONS, GREEK, Token, tokenize
+from verifiers.math.nodes import (DEG, PCT, PM, BaseNum, Bracket, ListOf, Matrix, ParseError, Ratio, Rel, SetOf,
+                                  Union, WithUnit, arith, as_expr, safe_factorial, safe_pow, symbol)
 
 MAX_DEPTH = 120
-
-PCT = sp.Symbol("__pct__", positive=True)
-DEG = sp.Symbol("__deg__", positive=True)
-PM = sp.Symbol("__pm__")
-MARKERS = (PCT, DEG, PM)
-
-
-class ParseError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class Bracket:
-    open: str
-    close: str
-    items: tuple
-
-
-@dataclass(frozen=True)
-class SetOf:
-    items: tuple
-
-
-@dataclass(frozen=True)
-class ListOf:
-    items: tuple
-
-
-@dataclass(frozen=True)
-class Matrix:
-    rows: tuple  # tuple of tuples
-
-
-@dataclass(frozen=True)
-class Union:
-    parts: tuple
-
-
-@dataclass(frozen=True)
-class Rel:
-    items: tuple   # operands
-    ops: tuple     # "=", "<", "<=", ">", ">=", "!=", "in"
-
-
-@dataclass(frozen=True)
-class WithUnit:
-    value: Any
-    unit: str
-
-
-@dataclass(frozen=True)
-class Text:
-    text: str
-
-
-@dataclass(frozen=True)
-class BaseNum:
-    digits: str
-    base: int
-
-
-@dataclass(frozen=True)
-class Clock:
-    seconds: int
-
-
-@dataclass(frozen=True)
-class Ratio:
-    parts: tuple
-
 
 _FUNC_MAP = {
     "sin": sp.sin, "cos": sp.cos, "tan": sp.tan, "sec": sp.sec, "csc": sp.csc, "cot": sp.cot,
@@ -112,68 +34,6 @@ _CONSTS = {"pi": sp.pi, "infty": sp.oo, "oo": sp.oo, "infinity": sp.oo, "emptyse
 _REL_OPS = {"=": "=", "<": "<", ">": ">", "<=": "<=", ">=": ">=", "!=": "!=", "=>": ">=",
             "=<": "<="}
 _FUNCTION_LETTERS = set("fghFGHpqPQ")
-_BIG_BITS = 20000
-
-
-def symbol(name: str) -> sp.Symbol:
-    return sp.Symbol(name)
-
-
-def safe_pow(base: Any, exp: Any) -> Any:
-    """``base**exp`` without computing astronomically large numbers."""
-    if isinstance(base, sp.Expr) and isinstance(exp, sp.Expr):
-        if base.is_Number and exp.is_Number:
-            if exp.is_Integer:
-                b = abs(base)
-                if b not in (0, 1) and b.is_Rational:
-                    bits = abs(int(exp)) * max(math.log2(max(abs(b.p), abs(b.q))), 1)
-                    if bits > _BIG_BITS:
-                        return sp.Pow(base, exp, evaluate=False)
-            elif exp.is_Rational and abs(exp.p) > 10000:
-                return sp.Pow(base, exp, evaluate=False)
-            return sp.Pow(base, exp)
-        if not exp.free_symbols and not exp.is_Number and exp.has(sp.Pow, sp.factorial):
-            return sp.Pow(base, exp, evaluate=False)
-        return sp.Pow(base, exp)
-    raise ParseError("power of a non-expression")
-
-
-def safe_factorial(x: Any) -> Any:
-    if isinstance(x, sp.Expr) and x.is_Integer and (x > 2000 or x < 0):
-        return sp.factorial(x, evaluate=False)
-    if isinstance(x, sp.Expr) and not x.free_symbols and not x.is_Number:
-        return sp.factorial(x, evaluate=False)
-    return sp.factorial(x)
-
-
-def _arith(op: str, a: Any, b: Any) -> Any:
-    """``a op b`` where either side may be a matrix (sum / product / scaling of matrices)."""
-    if isinstance(a, Matrix) or isinstance(b, Matrix):
-        ma = sp.ImmutableMatrix([[_expr(c) for c in r] for r in a.rows]) if isinstance(a, Matrix) else _expr(a)
-        mb = sp.ImmutableMatrix([[_expr(c) for c in r] for r in b.rows]) if isinstance(b, Matrix) else _expr(b)
-        try:
-            res = {"+": lambda: ma + mb, "-": lambda: ma - mb, "*": lambda: ma * mb}[op]()
-        except (sp.ShapeError, TypeError, KeyError) as err:
-            raise ParseError(f"matrix arithmetic: {err}") from None
-        if not isinstance(res, sp.MatrixBase):
-            raise ParseError("matrix arithmetic gave a scalar")
-        return Matrix(tuple(tuple(res.row(i)) for i in range(res.rows)))
-    a, b = _expr(a), _expr(b)
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    return a / b
-
-
-def _expr(x: Any) -> sp.Expr:
-    if isinstance(x, sp.Basic):
-        return x
-    if isinstance(x, WithUnit):
-        return _expr(x.value)
-    raise ParseError(f"expected an expression, got {type(x).__name__}")
 
 
 class Parser:
@@ -298,10 +158,10 @@ class Parser:
         while self.tok.kind == "WORD" and self.tok.value.lower() not in ("and", "or"):
             w = self.advance().value
             if w.lower() in ("percent", "pct", "percentage", "percents"):
-                value = _expr(value) * PCT
+                value = as_expr(value) * PCT
                 continue
             if w.lower() in ("degree", "degrees", "deg"):
-                value = _expr(value) * DEG
+                value = as_expr(value) * DEG
                 continue
             unit_words.append(w)
             # a unit power: cm^2, \text{ cm}^{3}
@@ -331,10 +191,10 @@ class Parser:
         while True:
             if self.is_sym("+", "-"):
                 op = self.advance().value
-                left = _arith(op, left, self.parse_term())
+                left = arith(op, left, self.parse_term())
             elif self.tok.kind == "CMD" and self.tok.value in ("pm", "mp"):
                 sign = PM if self.advance().value == "pm" else -PM
-                left = _expr(left) + sign * _expr(self.parse_term())
+                left = as_expr(left) + sign * as_expr(self.parse_term())
             else:
                 return left
 
@@ -358,11 +218,11 @@ class Parser:
         while True:
             if self.is_sym("*"):
                 self.advance()
-                left = _arith("*", left, self.parse_unary())
+                left = arith("*", left, self.parse_unary())
             elif self.is_sym("/"):
                 self.advance()
-                right = _expr(self.parse_unary())
-                left = _expr(left) / right
+                right = as_expr(self.parse_unary())
+                left = as_expr(left) / right
             elif self._starts_factor():
                 if self._number_follows():
                     mixed = self._mixed_number(left, start)
@@ -422,13 +282,13 @@ class Parser:
     def parse_unary(self, implicit: bool = False) -> Any:
         if self.is_sym("-"):
             self.advance()
-            return -_expr(self.parse_unary())
+            return -as_expr(self.parse_unary())
         if self.is_sym("+"):
             self.advance()
             return self.parse_unary()
         if self.tok.kind == "CMD" and self.tok.value in ("pm", "mp"):
             sign = PM if self.advance().value == "pm" else -PM
-            return sign * _expr(self.parse_unary())
+            return sign * as_expr(self.parse_unary())
         return self.parse_power()
 
     def parse_power(self) -> Any:
@@ -439,13 +299,13 @@ class Parser:
                 self.advance()
                 if self.tok.kind == "CMD" and self.tok.value == "circ":
                     self.advance()
-                    return self.parse_postfix(_expr(base) * DEG)
+                    return self.parse_postfix(as_expr(base) * DEG)
                 if self.is_sym("{") and self.peek().kind == "CMD" and self.peek().value == "circ" \
                         and self.peek(2).kind == "SYM" and self.peek(2).value == "}":
                     self.pos += 3
-                    return self.parse_postfix(_expr(base) * DEG)
+                    return self.parse_postfix(as_expr(base) * DEG)
                 exp = self.parse_exponent()
-                value = self.parse_postfix(safe_pow(_expr(base), _expr(exp)))
+                value = self.parse_postfix(safe_pow(as_expr(base), as_expr(exp)))
                 self.pow_end = self.pos  # 2^4 3^2 is written as a product of powers
                 return value
             return base
@@ -457,7 +317,7 @@ class Parser:
             return self.parse_group()
         if self.is_sym("-"):
             self.advance()
-            return -_expr(self.parse_exponent())
+            return -as_expr(self.parse_exponent())
         # x^23 in LaTeX is x^{2}3, but answers written that way mean x^(23): take the whole number
         return self.parse_power()
 
@@ -465,13 +325,13 @@ class Parser:
         while True:
             if self.is_sym("!"):
                 self.advance()
-                value = safe_factorial(_expr(value))
+                value = safe_factorial(as_expr(value))
             elif self.is_sym("%"):
                 self.advance()
-                value = _expr(value) * PCT
+                value = as_expr(value) * PCT
             elif self.tok.kind == "CMD" and self.tok.value == "circ":
                 self.advance()
-                value = _expr(value) * DEG
+                value = as_expr(value) * DEG
             elif self.is_sym("'") and isinstance(value, sp.Symbol):
                 self.advance()
                 value = symbol(value.name + "'")
@@ -550,7 +410,7 @@ class Parser:
             self.advance()
             args = self.parse_list(stop=(")",))
             self.expect_sym(")")
-            return sp.Function(name)(*[_expr(a) for a in args])
+            return sp.Function(name)(*[as_expr(a) for a in args])
         return symbol(name)
 
     def parse_bracketed(self) -> Any:
@@ -588,32 +448,32 @@ class Parser:
             inner = self.parse_sum()
             self.abs_depth -= 1
             self.expect_sym("|")
-            return sp.Abs(_expr(inner))
+            return sp.Abs(as_expr(inner))
         if v in ("lfloor", "lceil"):
             self.advance()
             inner = self.parse_sum()
             self.expect_sym("rfloor" if v == "lfloor" else "rceil")
-            return (sp.floor if v == "lfloor" else sp.ceiling)(_expr(inner))
+            return (sp.floor if v == "lfloor" else sp.ceiling)(as_expr(inner))
         raise ParseError(f"unexpected {v!r}")
 
     def parse_command(self) -> Any:
         t = self.advance()
         name = t.value
         if name == "frac":
-            num, den = _expr(self.parse_arg()), _expr(self.parse_arg())
+            num, den = as_expr(self.parse_arg()), as_expr(self.parse_arg())
             if den == 0:
                 raise ParseError("division by zero")
             return num / den
         if name == "binom":
-            n, k = _expr(self.parse_arg()), _expr(self.parse_arg())
+            n, k = as_expr(self.parse_arg()), as_expr(self.parse_arg())
             return sp.binomial(n, k)
         if name == "sqrt":
             index = None
             if self.is_sym("["):
                 self.advance()
-                index = _expr(self.parse_sum())
+                index = as_expr(self.parse_sum())
                 self.expect_sym("]")
-            arg = _expr(self.parse_arg())
+            arg = as_expr(self.parse_arg())
             return sp.sqrt(arg) if index is None else sp.root(arg, index)
         if name in _CONSTS:
             return _CONSTS[name]
@@ -621,7 +481,7 @@ class Parser:
             base = None
             if self.is_sym("_"):
                 self.advance()
-                base = _expr(self.parse_arg())
+                base = as_expr(self.parse_arg())
             power = self._func_power()
             arg = self.parse_func_arg()
             if name == "ln":
@@ -633,7 +493,7 @@ class Parser:
             return value if power is None else safe_pow(value, power)
         if name in ("max", "min", "gcd", "lcm"):
             self.expect_sym("(")
-            args = [_expr(a) for a in self.parse_list(stop=(")",))]
+            args = [as_expr(a) for a in self.parse_list(stop=(")",))]
             self.expect_sym(")")
             fn = {"max": sp.Max, "min": sp.Min, "gcd": sp.gcd, "lcm": sp.lcm}[name]
             if name in ("gcd", "lcm") and len(args) == 2:
@@ -687,15 +547,15 @@ class Parser:
         if not self.is_sym("^"):
             raise ParseError(f"\\{name} without an upper bound")
         self.advance()
-        end = _expr(self.parse_arg())
-        term = _expr(self.parse_term())
+        end = as_expr(self.parse_arg())
+        term = as_expr(self.parse_term())
         cls = sp.Sum if name == "sum" else sp.Product
-        return cls(term, (var, _expr(start), end))
+        return cls(term, (var, as_expr(start), end))
 
     def _func_power(self) -> sp.Expr | None:
         if self.is_sym("^"):
             self.advance()
-            return _expr(self.parse_exponent())
+            return as_expr(self.parse_exponent())
         return None
 
     def parse_func_arg(self) -> sp.Expr:
@@ -705,15 +565,15 @@ class Parser:
             self.advance()
             inner = self.parse_sum()
             self.expect_sym(")")
-            value = _expr(inner)
-            return _expr(self.parse_postfix(value))
+            value = as_expr(inner)
+            return as_expr(self.parse_postfix(value))
         if self.is_sym("{"):
-            return _expr(self.parse_group())
-        value = _expr(self.parse_power())
+            return as_expr(self.parse_group())
+        value = as_expr(self.parse_power())
         while self.tok.kind in ("NUM", "IDENT") or (self.tok.kind == "CMD" and self.tok.value in GREEK | {"pi"}):
             if self.tok.kind == "NUM" and self.pow_end != self.pos:
                 break  # \\sin x 2 / \\log 2 8: a bare number never continues the product
-            value = value * _expr(self.parse_power())
+            value = value * as_expr(self.parse_power())
         return value
 
     def parse_environment(self) -> Any:
@@ -751,7 +611,7 @@ class Parser:
             if len({len(r) for r in rows}) != 1:
                 raise ParseError("ragged matrix")
             if env == "vmatrix":
-                return sp.Matrix([[_expr(c) for c in r] for r in rows]).det()
+                return sp.Matrix([[as_expr(c) for c in r] for r in rows]).det()
             return Matrix(tuple(rows))
         raise ParseError(f"unsupported environment {env}")
 
@@ -785,7 +645,7 @@ def _mixed_or_product(left: Any, right: Any, parser: Parser) -> Any:
     if isinstance(left, sp.Expr) and left.is_Integer and isinstance(right, sp.Expr) and right.is_Rational \
             and not right.is_Integer and 0 < right < 1 and _last_was_frac(parser):
         return left + right if left >= 0 else left - right
-    return _arith("*", left, right)
+    return arith("*", left, right)
 
 
 def _last_was_frac(parser: Parser) -> bool:

@@ -4,7 +4,7 @@ Place: ``extract -> **reading** (normalize, lexer, parse) -> compare``. A readin
 whether a decimal point was written (so the relative tolerance of the policy applies) and how many
 decimal places / significant digits the last decimal showed (for the rounding policy).
 
-Word-only answers (``Evelyn``, ``\\text{odd}``) become :class:`~verifiers.math.parse.Text`; an
+Word-only answers (``Evelyn``, ``\\text{odd}``) become :class:`~verifiers.math.nodes.Text`; an
 answer that does not parse as mathematics but has words keeps a Text reading so identical prose
 still matches. A string that yields no reading at all is *unparseable*.
 """
@@ -19,7 +19,8 @@ from typing import Any
 
 from verifiers.math.lexer import LexError, Token, tokenize
 from verifiers.math.normalize import readings as string_readings
-from verifiers.math.parse import Clock, ParseError, Parser, Text
+from verifiers.math.nodes import Clock, ParseError, Text
+from verifiers.math.parse import Parser
 
 MAX_NESTING = 100
 
