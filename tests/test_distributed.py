@@ -77,15 +77,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_gloo_ranks_match_one_process_with_the_whole_batch(tiny_tokenizer, tmp_path):
+def _one_process_then_two_ranks(worker, tiny_tokenizer, tmp_path, *extra):
+    """Train every case in this process with the whole batch, then run ``worker`` on 2 gloo ranks.
+    Returns the initial model, the single-process results and each rank's saved results."""
     torch.manual_seed(0)
     model = build_model(TEST_MODEL, tiny_tokenizer)
     batch = _fixed_batch(len(tiny_tokenizer))
     single = [_train_once(model, batch, cfg, micro_batch_size=0) for cfg in CASES]
-    mp.start_processes(_worker, args=(2, _free_port(), model, batch, str(tmp_path)), nprocs=2, join=True,
+    mp.start_processes(worker, args=(2, _free_port(), model, batch, *extra, str(tmp_path)), nprocs=2, join=True,
                        start_method="spawn")
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    return model, single, [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_match_one_process_with_the_whole_batch(tiny_tokenizer, tmp_path):
+    model, single, ranks = _one_process_then_two_ranks(_worker, tiny_tokenizer, tmp_path)
     initial = model.state_dict()
     for case, cfg in enumerate(CASES):
         moved = False
@@ -146,13 +152,7 @@ def _fsdp_worker(rank: int, world: int, port: int, model, batch: TrainBatch, tok
 @pytest.mark.slow
 def test_two_fsdp_gloo_ranks_match_one_process_with_the_whole_batch(tiny_tokenizer, tmp_path):
     """trainer.parallel=fsdp: 2 sharded ranks x B prompts == 1 process x 2B, with unequal pass counts."""
-    torch.manual_seed(0)
-    model = build_model(TEST_MODEL, tiny_tokenizer)
-    batch = _fixed_batch(len(tiny_tokenizer))
-    single = [_train_once(model, batch, cfg, micro_batch_size=0) for cfg in CASES]
-    mp.start_processes(_fsdp_worker, args=(2, _free_port(), model, batch, tiny_tokenizer, str(tmp_path)), nprocs=2,
-                       join=True, start_method="spawn")
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    model, single, ranks = _one_process_then_two_ranks(_fsdp_worker, tiny_tokenizer, tmp_path, tiny_tokenizer)
     initial = model.state_dict()
     for case, cfg in enumerate(CASES):
         gathered = ranks[0]["results"][case]  # full weights live on rank 0 (cpu_offload)
