@@ -217,21 +217,13 @@ def _continuous_batching_chunk(model, tokenizer, enc, max_new_tokens, temperatur
     prompt_ids, prompt_mask = enc["input_ids"].cpu(), enc["attention_mask"].cpu()
     logprobs = None
     if record and not greedy:
-        logprobs = _forward_logprobs(model, prompt_ids, prompt_mask, completion, temperature)
+        # the update's own log-prob function, so the recorded values are those the loss would compute
+        from verifrl.update import completion_logprobs  # noqa: PLC0415 (a later stage, needed only here)
+
+        device = next(model.parameters()).device
+        logprobs = completion_logprobs(model, prompt_ids.to(device), prompt_mask.to(device), completion.to(device),
+                                       torch.ones_like(completion).to(device), temperature)[0].float().cpu()
     return prompt_ids, prompt_mask, completion, logprobs
-
-
-@torch.no_grad()
-def _forward_logprobs(model, prompt_ids, prompt_mask, completion, temperature) -> torch.Tensor:
-    """log_softmax(logits / T) of each completion token under ``model``. -> (N, Lc), padding left to
-    the caller's mask."""
-    device = next(model.parameters()).device
-    ids = torch.cat([prompt_ids, completion], dim=1).to(device)
-    mask = torch.cat([prompt_mask, torch.ones_like(completion)], dim=1).to(device)
-    positions = (mask.cumsum(1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
-    logits = logits[:, prompt_ids.shape[1] - 1 : -1].float() / temperature  # predicts each completion token
-    return torch.log_softmax(logits, dim=-1).gather(2, completion.to(device)[..., None]).squeeze(2).cpu()
 
 
 def _filter_top_k_top_p(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
