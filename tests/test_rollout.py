@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from verifrl.rollout import completion_mask_from_ids, generate
@@ -82,3 +83,67 @@ def test_continuous_batching_engine_matches_the_loop_and_reports_exact_logprobs(
     mask = batch.completion_mask.bool()
     assert torch.allclose(batch.sampler_logprobs[mask], recomputed.detach()[mask], atol=1e-4)
     assert (batch.sampler_logprobs[~mask] == 0).all()
+
+
+def _collect(calls):
+    """on_finished that records every call: [(rows, texts)]."""
+    return lambda rows, texts: calls.append((list(rows), list(texts)))
+
+
+def _reported(calls, n):
+    """Row -> text from the recorded calls; every row exactly once."""
+    seen = [row for rows, _ in calls for row in rows]
+    assert sorted(seen) == list(range(n)), "each row is reported exactly once"
+    return {row: text for rows, texts in calls for row, text in zip(rows, texts)}
+
+
+def test_loop_reports_rows_as_they_end_with_the_batch_texts(tiny_model, tiny_tokenizer):
+    """Rows stop at different steps (many stop tokens), in chunks of 5 that split the groups of 6:
+    every row is reported once, with global indices, and its text is the batch's text."""
+    stops = [tiny_tokenizer.eos_token_id] + [tiny_tokenizer.convert_tokens_to_ids(d) for d in "0123456789"]
+    tiny_model.generation_config.eos_token_id = stops
+    prompts = ["Question: Compute 3 + 4.\nSolution:\n", "Question: Tom has 5 pens.\nSolution:\n"]
+    for chunk_size in (0, 5, 6):
+        calls = []
+        torch.manual_seed(1)
+        batch = generate(tiny_model, tiny_tokenizer, prompts, group_size=6, max_new_tokens=16, temperature=1.5,
+                         chunk_size=chunk_size, on_finished=_collect(calls))
+        assert len(set(batch.lengths.tolist())) > 2  # rows really ended at different steps
+        reported = _reported(calls, 12)
+        assert [reported[i] for i in range(12)] == batch.texts, chunk_size
+        chunks = 1 if chunk_size == 0 else -(-12 // chunk_size)
+        assert len(calls) > chunks  # reported while sampling, not only once per chunk
+        # the callback does not change what is sampled
+        torch.manual_seed(1)
+        plain = generate(tiny_model, tiny_tokenizer, prompts, group_size=6, max_new_tokens=16, temperature=1.5,
+                         chunk_size=chunk_size)
+        assert plain.texts == batch.texts and torch.equal(plain.completion_ids, batch.completion_ids)
+
+
+def test_loop_reports_length_cut_rows_at_the_end(tiny_model, tiny_tokenizer):
+    """With a 3-token limit most rows never sample EOS: they come in the last call, cut at the limit."""
+    calls = []
+    torch.manual_seed(0)
+    batch = generate(tiny_model, tiny_tokenizer, ["Question: Compute 3 + 4.\nSolution:\n"], group_size=4,
+                     max_new_tokens=3, on_finished=_collect(calls))
+    assert batch.truncated.any()
+    reported = _reported(calls, 4)
+    assert [reported[i] for i in range(4)] == batch.texts
+    assert {i for i in range(4) if batch.truncated[i]} <= set(calls[-1][0])
+
+
+@pytest.mark.parametrize("engine", ["hf", "cb"])
+def test_whole_chunk_engines_report_each_chunk_once(tiny_model, tiny_tokenizer, engine):
+    if engine == "cb" and not hasattr(tiny_model, "generate_batch"):
+        pytest.skip("this transformers has no continuous batching")
+    stops = [tiny_tokenizer.eos_token_id] + [tiny_tokenizer.convert_tokens_to_ids(d) for d in "0123456789"]
+    tiny_model.generation_config.eos_token_id = stops
+    prompts = ["Question: Compute 3 + 4.\nSolution:\n", "Question: Tom has 5 pens.\nSolution:\n"]
+    calls = []
+    torch.manual_seed(1)
+    batch = generate(tiny_model, tiny_tokenizer, prompts, group_size=6, max_new_tokens=16, temperature=1.5,
+                     chunk_size=5, engine=engine, on_finished=_collect(calls))
+    assert [rows for rows, _ in calls] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11]]
+    reported = _reported(calls, 12)
+    assert [reported[i] for i in range(12)] == batch.texts
+    assert len(set(batch.lengths.tolist())) > 2

@@ -11,12 +11,17 @@ taken before any top-k/top-p truncation, which is what the GRPO ratio compares a
 
 Masks are built from the position of the first EOS, never from ``token == pad_id`` (pad may
 equal EOS); the EOS itself is part of the completion and is trained on.
+
+``on_finished(rows, texts)`` hands completions over as soon as they are final, so verification can
+run while the rest of the batch is still sampling (``verifrl.scoring.StreamingScorer``). The texts
+are decoded by the same function as ``RolloutBatch.texts``, so they are identical.
 """
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
@@ -82,6 +87,21 @@ def completion_mask_from_ids(completion_ids: torch.Tensor, eos_ids: set[int]) ->
     return mask, lengths, ~has_eos
 
 
+FinishedCallback = Callable[[list[int], list[str]], None]
+"""``on_finished(rows, texts)``: rows (indices into the whole ``generate`` call) whose completions are final."""
+
+_RowsDone = Callable[[list[int], list[list[int]]], None]  # chunk-local rows, their token ids up to the first EOS
+
+
+def decode_completion(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> str:
+    """Text of one completion: ``ids`` are its tokens up to and including the first EOS.
+
+    The single place completions are decoded, for ``RolloutBatch.texts`` and for ``on_finished``
+    alike, so the text a verifier saw while sampling is the text of the batch.
+    """
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
 def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
     ids = model.generation_config.eos_token_id
     ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
@@ -105,6 +125,7 @@ def generate(
     chunk_size: int = 0,
     record_logprobs: bool = True,
     engine: str = "loop",
+    on_finished: FinishedCallback | None = None,
 ) -> RolloutBatch:
     """Sample ``group_size`` completions for each prompt (or one greedy completion each).
 
@@ -115,6 +136,10 @@ def generate(
         engine: ``loop`` (verifrl's own KV-cache sampling loop: shared prompt prefill, finished
             rows dropped), ``hf`` (``model.generate`` with a log-prob recorder) or ``cb``
             (transformers' continuous batching, log-probs from one extra forward).
+        on_finished: called with ``(rows, texts)`` as completions become final, every row exactly
+            once, texts equal to the returned ``texts[rows]``; called on this thread, so it should
+            return quickly (hand the work to another thread). ``loop`` reports rows at the step
+            they sample an EOS and the rest when the chunk ends; ``hf`` and ``cb`` once per chunk.
     Returns:
         RolloutBatch with N = P * group_size rows, prompt p's samples contiguous.
     """
@@ -128,9 +153,10 @@ def generate(
     # for each other's per-layer all-gathers (a no-op for an unsharded model)
     with distributed.gathered_parameters(model):
         for start in range(0, len(expanded), chunk):
+            rows_done = None if on_finished is None else _reporter(on_finished, tokenizer, start)
             pieces.append(_generate_chunk(model, tokenizer, expanded[start : start + chunk], max_new_tokens,
                                           temperature, top_p, top_k, greedy, record_logprobs and not greedy,
-                                          engine, group_size))
+                                          engine, group_size, rows_done))
     if was_training:
         model.train()
 
@@ -142,32 +168,49 @@ def generate(
     completion_mask, lengths, truncated = completion_mask_from_ids(completion_ids, eos_ids)
     if logprobs is not None:
         logprobs = logprobs * completion_mask  # zero (not garbage) on padding
-    texts = [
-        tokenizer.decode(completion_ids[i, : lengths[i]], skip_special_tokens=True)
-        for i in range(completion_ids.shape[0])
-    ]
+    texts = [decode_completion(tokenizer, completion_ids[i, : lengths[i]].tolist())
+             for i in range(completion_ids.shape[0])]
     return RolloutBatch(prompt_ids, prompt_mask, completion_ids, completion_mask, logprobs,
                         lengths, truncated, texts, group_size)
 
 
+def _reporter(on_finished: FinishedCallback, tokenizer: PreTrainedTokenizerBase, offset: int) -> _RowsDone:
+    """Chunk-local rows and token ids -> ``on_finished`` with global rows and decoded texts."""
+
+    def rows_done(rows: list[int], ids: list[list[int]]) -> None:
+        on_finished([offset + r for r in rows], [decode_completion(tokenizer, row_ids) for row_ids in ids])
+
+    return rows_done
+
+
+def _report_chunk(completion: torch.Tensor, eos_ids: set[int], rows_done: _RowsDone | None) -> None:
+    """Engines that return a whole chunk at once (hf, cb) report all of its rows afterwards."""
+    if rows_done is None:
+        return
+    _, lengths, _ = completion_mask_from_ids(completion, eos_ids)
+    rows_done(list(range(completion.shape[0])), [completion[i, : lengths[i]].tolist() for i in range(len(lengths))])
+
+
 def _generate_chunk(model, tokenizer, prompts, max_new_tokens, temperature, top_p, top_k, greedy, record,
-                    engine="loop", group_size=1):
+                    engine="loop", group_size=1, rows_done: _RowsDone | None = None):
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     enc = {k: v.to(model.device) for k, v in enc.items()}
+    eos_ids = eos_token_ids(model, tokenizer)
     if engine == "cb":
-        return _continuous_batching_chunk(model, tokenizer, enc, max_new_tokens, temperature, top_p, top_k,
-                                          greedy, record)
+        piece = _continuous_batching_chunk(model, tokenizer, enc, max_new_tokens, temperature, top_p, top_k,
+                                           greedy, record)
+        _report_chunk(piece[2], eos_ids, rows_done)
+        return piece
     if engine == "loop" and not getattr(model.config, "is_encoder_decoder", False):
         completion, logprobs = _decode_loop(model, enc["input_ids"], enc["attention_mask"], max_new_tokens,
-                                            temperature, top_p, top_k, greedy, record,
-                                            sorted(eos_token_ids(model, tokenizer)), tokenizer.pad_token_id,
-                                            group_size)
+                                            temperature, top_p, top_k, greedy, record, sorted(eos_ids),
+                                            tokenizer.pad_token_id, group_size, rows_done)
         return enc["input_ids"].cpu(), enc["attention_mask"].cpu(), completion, logprobs
     recorder = _TemperedLogprobRecorder(temperature) if record else None
     kwargs = dict(
         max_new_tokens=max_new_tokens,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=sorted(eos_token_ids(model, tokenizer)),
+        eos_token_id=sorted(eos_ids),
     )
     if greedy:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -184,6 +227,7 @@ def _generate_chunk(model, tokenizer, prompts, max_new_tokens, temperature, top_
     if recorder is not None:
         recorder.gather(out[:, -1])
         logprobs = torch.stack(recorder.recorded, dim=1).cpu() if recorder.recorded else torch.zeros(completion.shape)
+    _report_chunk(completion, eos_ids, rows_done)
     return enc["input_ids"].cpu(), enc["attention_mask"].cpu(), completion, logprobs
 
 
@@ -248,7 +292,7 @@ def _unwrapped(model):
 
 @torch.no_grad()
 def _decode_loop(model, input_ids, attention_mask, max_new_tokens, temperature, top_p, top_k, greedy, record,
-                 eos_ids, pad_id, group_size=1):
+                 eos_ids, pad_id, group_size=1, rows_done: _RowsDone | None = None):
     """Sampling with the KV cache, without ``model.generate``'s per-token machinery.
 
     Two savings over ``generate`` (what TRL calls): each distinct prompt is prefilled once and its
@@ -256,6 +300,8 @@ def _decode_loop(model, input_ids, attention_mask, max_new_tokens, temperature, 
     rows that have ended are dropped from the batch (and the cache), so a step costs the rows
     still running, not all N. Sampling matches ``generate``: temperature, then top-k, then top-p,
     then a multinomial draw; the recorded log-prob is log_softmax(logits / T) of the sampled token.
+    ``rows_done(rows, ids)`` gets the rows that sampled an EOS at the step they are dropped (their
+    tokens, EOS included), and every row still running when the loop ends.
     Returns completion ids (N, T) right-padded with ``pad_id`` and log-probs (N, T) or None.
     """
     from transformers import DynamicCache
@@ -304,6 +350,9 @@ def _decode_loop(model, input_ids, attention_mask, max_new_tokens, temperature, 
             break
         if not bool(running.all()):
             keep = running.nonzero().squeeze(1)
+            if rows_done is not None:
+                # only at steps where rows end, which sync here anyway (nonzero); one copy of their tokens
+                _report_rows(rows_done, tokens, rows[~running], t + 1)
             cache.batch_select_indices(keep)
             rows, sampled, mask, next_position = rows[keep], sampled[keep], mask[keep], next_position[keep]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
@@ -311,8 +360,25 @@ def _decode_loop(model, input_ids, attention_mask, max_new_tokens, temperature, 
                     **{cache_arg: cache}, use_cache=True)
         logits = out.logits[:, -1].float()
         next_position = next_position + 1
+    if rows_done is not None:
+        # the rows left: those that sampled an EOS at the last step and those cut by the length limit
+        _report_rows(rows_done, tokens, rows, steps, eos_ids)
     tokens = tokens[:, :steps].cpu()
     return tokens, None if logprobs is None else logprobs[:, :steps].cpu()
+
+
+def _report_rows(rows_done: _RowsDone, tokens: torch.Tensor, rows: torch.Tensor, steps: int,
+                 eos_ids: list[int] | None = None) -> None:
+    """Hand ``rows`` of the (N, T) token buffer to ``rows_done``, cut after their first EOS.
+
+    Rows reported mid-loop sampled their (only) EOS at ``steps - 1``, so ``eos_ids`` are needed only for
+    the rows left at the end, some of which never sampled one.
+    """
+    ids = tokens[rows, :steps].cpu()
+    lengths = torch.full((ids.shape[0],), steps, dtype=torch.long)
+    if eos_ids is not None:
+        _, lengths, _ = completion_mask_from_ids(ids, set(eos_ids))
+    rows_done(rows.tolist(), [ids[i, : lengths[i]].tolist() for i in range(ids.shape[0])])
 
 
 def _pad_cat(tensors: list[torch.Tensor], value, *, left: bool) -> torch.Tensor:
