@@ -147,3 +147,59 @@ def test_rollout_engine_option_picks_the_sampler(tmp_path, monkeypatch, engine, 
     assert main(args) == 0
     assert calls == expected_calls
     assert "reward/mean" in (tmp_path / "e" / "metrics.jsonl").read_text()
+
+
+def _shape(completion: str, example: dict):
+    """A verifier that the tiny model's text always varies on (math alone scores all rows 0 here):
+    score from the length, one step per line scored by the line's length, so a row mixed up with
+    another changes rewards, advantages and step metrics."""
+    from verifiers import VerifyResult
+
+    spans, start = [], 0
+    for line in completion.splitlines(keepends=True) or [""]:
+        spans.append((start, start + len(line)))
+        start += len(line)
+    return VerifyResult(score=(len(completion) % 3) / 2, step_scores=[float((b - a) % 2) for a, b in spans],
+                        step_spans=spans)
+
+
+def _steps_metrics(*overrides, steps=2):
+    """Metrics of ``steps`` rl_steps from a fresh policy and seed, without the wall times."""
+    from verifrl.scoring import NamedVerifier, build_verifiers
+    from verifrl.trainer import prepare_task, rl_step, seed_everything
+
+    cfg = _cfg("data.num_train=60", "data.num_test=2", "rollout.num_prompts=3", "rollout.group_size=4",
+               "rollout.max_new_tokens=12", *overrides)
+    seed_everything(cfg.trainer.seed)
+    policy, tokenizer = load_policy(cfg.model, log=lambda *a: None)
+    task = prepare_task(cfg, tokenizer)
+    verifiers = [*build_verifiers(cfg.reward.verifiers), NamedVerifier("shape", 0.5, _shape)]
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.trainer.lr)
+    out = []
+    try:
+        for _ in range(steps):
+            metrics, samples = rl_step(cfg, policy, None, tokenizer, optimizer, verifiers,
+                                       task.sampler.next_rows(cfg.rollout.num_prompts),
+                                       next_rows=task.sampler.next_rows)
+            assert metrics["time/verification"] >= 0
+            out.append(({k: v for k, v in metrics.items() if not k.startswith("time/") and k != "tokens_per_second"},
+                        samples))
+    finally:
+        for named in verifiers:
+            named.close()
+    return out
+
+
+@pytest.mark.parametrize("extra", [("advantage.mode=outcome+process",),
+                                   ("rollout.dynamic_sampling=refill", "rollout.chunk_size=5",
+                                    "rollout.group_size=2", "reward.overlong_cache_length=4")])
+def test_overlapped_verification_trains_exactly_like_verifying_after_sampling(extra):
+    overlapped = _steps_metrics("reward.overlap_verification=true", *extra)
+    after = _steps_metrics("reward.overlap_verification=false", *extra)
+    assert overlapped == after
+    for metrics, _ in after:  # a real update on rewards that differ between rows
+        assert metrics["reward/std"] > 0 and metrics["grad_norm"] > 0
+    if "rollout.dynamic_sampling=refill" in extra:
+        assert any(metrics["rollout/refill_rounds"] > 0 for metrics, _ in after)
+    else:
+        assert all(metrics["steps/per_completion"] > 1 for metrics, _ in after)

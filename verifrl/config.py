@@ -139,6 +139,8 @@ class RewardConfig:
     """Exclude completions cut by the length limit from the loss (they still count in group stats)."""
     on_verifier_error: Literal["raise", "zero"] = "raise"
     """A verifier that raises: stop the run (raise) or score 0 and count it (zero)."""
+    overlap_verification: bool = True
+    """Verify completions on a background thread as they finish, while the rest are still sampled."""
 
 
 @dataclass

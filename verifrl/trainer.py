@@ -12,7 +12,7 @@ import math
 import random
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +31,7 @@ from verifrl.models import load_policy, reference_model
 from verifrl.prompts import PromptSampler, format_prompt, template_fields
 from verifrl.rewards import kl_penalized_sequence_rewards, overlong_penalty
 from verifrl.rollout import generate
-from verifrl.scoring import build_verifiers, score_rollouts, step_metrics
+from verifrl.scoring import StreamingScorer, build_verifiers, score_rollouts, step_metrics
 from verifrl.segments import step_end_tokens, token_char_offsets
 from verifrl.tracking import Tracker
 from verifrl.update import TrainBatch, batched_logprobs, update_policy
@@ -125,13 +125,20 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
 
     def sample(rows: list[dict]):
         prompts = [_prompt(cfg, row, tokenizer) for row in rows]
-        with timer("generation"):
-            batch = generate(policy, tokenizer, prompts, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens,
-                             temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                             chunk_size=cfg.rollout.chunk_size, engine=cfg.rollout.engine)
-        with timer("verification"):
-            scored = score_rollouts(batch.texts, [row for row in rows for _ in range(G)], verifiers,
-                                    cfg.reward.on_verifier_error)
+        examples = [row for row in rows for _ in range(G)]
+        # overlap: rows are verified on a background thread as they finish; "generation" then includes
+        # the overlapped checks and "verification" is only the wait for those left after sampling
+        scorer = (StreamingScorer(verifiers, examples, cfg.reward.on_verifier_error)
+                  if cfg.reward.overlap_verification else None)
+        with scorer or nullcontext():
+            with timer("generation"):
+                batch = generate(policy, tokenizer, prompts, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens,
+                                 temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                                 top_k=cfg.rollout.top_k, chunk_size=cfg.rollout.chunk_size,
+                                 engine=cfg.rollout.engine, on_finished=scorer.submit if scorer else None)
+            with timer("verification"):
+                scored = scorer.result() if scorer else score_rollouts(batch.texts, examples, verifiers,
+                                                                        cfg.reward.on_verifier_error)
         rewards = scored.rewards.clone()  # (N,)
         if cfg.reward.overlong_cache_length:
             rewards += overlong_penalty(batch.lengths, cfg.rollout.max_new_tokens, cfg.reward.overlong_cache_length)
