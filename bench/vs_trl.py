@@ -17,6 +17,14 @@ bookkeeping), plus the completion tokens generated. The last line printed is one
 ``speedup_per_step`` (TRL s/step / verifrl s/step), ``memory_ratio`` (verifrl peak RSS / TRL's) and
 the settings.
 
+On a GPU (``--device cuda``) both run in bfloat16 and peak memory is the CUDA allocator's peak;
+``--random-model qwen2.5-0.5b`` builds a model of Qwen2.5-0.5B's shape (24 x 896, GQA 14/2 heads,
+151,936-token vocabulary, tied embeddings: 494M parameters) with random weights and the embedded
+tokenizer. Random weights never answer a math question, so that mode scores completions with the
+``odd_length`` reward (1 if the decoded completion has an odd number of characters): cheap,
+deterministic, identical in both frameworks, and varied enough within groups that the update
+really runs.
+
 TRL is needed only here: ``pip install -e .[bench]`` (or ``pip install trl --no-deps accelerate``).
 """
 
@@ -42,6 +50,43 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+def odd_length(completion: str, example: dict) -> float:
+    """Bench-only reward for random-weight models (see the module doc)."""
+    return float(len(completion) % 2 == 1)
+
+
+def _peak_device_mb() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+
+def _random_model_dir(args, tokenizer_dir: Path) -> Path:
+    """A Qwen2.5-0.5B-shaped model with random weights and the embedded tokenizer, saved once."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from verifrl.models import load_tokenizer
+
+    target = Path(args.scratch) / f"random-{args.random_model}-seed{args.seed}"
+    if (target / "config.json").exists():
+        return target
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    config = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+                         rope_theta=1e6, tie_word_embeddings=True, bos_token_id=None,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(args.seed)
+    model = Qwen2ForCausalLM(config).to(torch.bfloat16)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    partial = target.with_suffix(".partial")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.rename(target)
+    return target
+
+
 def _rows(args) -> list[dict]:
     from data.loaders import load_task
     from verifrl.config import DataConfig
@@ -62,14 +107,22 @@ def run_verifrl(args) -> dict:
     from verifrl.scoring import build_verifiers
     from verifrl.trainer import prepare_task, rl_step, seed_everything
 
+    from verifiers import register
+    from verifrl.config import VerifierSpec
+
     torch.set_num_threads(args.threads)
+    dtype = "bfloat16" if args.device == "cuda" else "float32"
     cfg = load_config(None, [
-        f"model.name_or_path={args.model}", "model.device=cpu", f"data.num_train={args.num_train}",
+        f"model.name_or_path={args.model}", f"model.device={args.device}", f"model.dtype={dtype}",
+        f"model.gradient_checkpointing={args.gradient_checkpointing == 'on'}", f"data.num_train={args.num_train}",
         "data.num_test=10", f"rollout.num_prompts={args.prompts}", f"rollout.group_size={args.group}",
         f"rollout.max_new_tokens={args.max_new_tokens}", "rollout.temperature=1.0", "loss.type=dapo",
         "loss.epsilon_low=0.2", "loss.epsilon_high=0.28", f"loss.beta={args.beta}", "trainer.lr=1e-4",
         f"trainer.seed={args.seed}", "trainer.max_grad_norm=1.0",
     ])
+    if args.reward == "odd_length":
+        register("bench_odd_length")(odd_length)
+        cfg.reward.verifiers = [VerifierSpec(name="bench_odd_length")]
     seed_everything(cfg.trainer.seed)
     policy, tokenizer = load_policy(cfg.model, log=lambda *_: None)
     task = prepare_task(cfg, tokenizer)
@@ -95,7 +148,7 @@ def run_verifrl(args) -> dict:
     finally:
         for named in verifiers:
             named.close()
-    return {"steps": steps[1:], "peak_rss_mb": _peak_rss_mb()}
+    return {"steps": steps[1:], "peak_rss_mb": _peak_rss_mb(), "peak_device_mb": _peak_device_mb()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,18 +170,24 @@ def run_trl(args) -> dict:
     rows = _rows(args)
     dataset = Dataset.from_list([{"prompt": prompt_text(r["question"]), "answer": str(r["answer"])} for r in rows])
     tokenizer = load_tokenizer(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    on_gpu = args.device == "cuda"
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16 if on_gpu else torch.float32)
+    if on_gpu:
+        model.to("cuda")
     verifier = get_verifier("math")
     token_counts: list[int] = []
 
     def math_reward(completions, answer, completion_ids=None, **_):
         if completion_ids is not None:
             token_counts.append(sum(len(ids) for ids in completion_ids))
+        if args.reward == "odd_length":
+            return [odd_length(c, {}) for c in completions]
         return [r.score for r in verify_batch(verifier, completions, [{"answer": a} for a in answer])]
 
     n = args.prompts * args.group
     config = GRPOConfig(
-        output_dir=str(Path(args.scratch) / "trl-out"), use_cpu=True, bf16=False, report_to="none",
+        output_dir=str(Path(args.scratch) / "trl-out"), use_cpu=not on_gpu, bf16=on_gpu, report_to="none",
+        gradient_checkpointing=args.gradient_checkpointing == "on",
         save_strategy="no", logging_steps=1, max_steps=args.steps + 1, seed=args.seed,
         per_device_train_batch_size=n, gradient_accumulation_steps=1, steps_per_generation=1,
         num_generations=args.group, max_completion_length=args.max_new_tokens, temperature=1.0,
@@ -181,7 +240,7 @@ def run_trl(args) -> dict:
     trainer.train()
     for step, reward in zip(steps, rewards):
         step["reward"] = reward
-    return {"steps": steps[1:], "peak_rss_mb": _peak_rss_mb()}
+    return {"steps": steps[1:], "peak_rss_mb": _peak_rss_mb(), "peak_device_mb": _peak_device_mb()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,6 +258,7 @@ def _summary(runs: list[dict]) -> dict:
         "generation_tokens_per_s": sum(s["tokens"] for s in steps) / sum(s["generation"] for s in steps),
         "tokens_per_step": sum(s["tokens"] for s in steps) / len(steps),
         "peak_rss_mb": max(run["peak_rss_mb"] for run in runs),
+        "peak_device_mb": max((run["peak_device_mb"] or 0.0) for run in runs) or None,
         "split": {k: sum(s[k] for s in steps) / total for k in STAGES},
         "mean_reward": statistics.mean(s.get("reward", float("nan")) for s in steps),
     }
@@ -213,7 +273,10 @@ def _table(result: dict) -> str:
              f"| tokens/s in generation | {v['generation_tokens_per_s']:.0f} | {t['generation_tokens_per_s']:.0f} | |",
              f"| completion tokens/step | {v['tokens_per_step']:.0f} | {t['tokens_per_step']:.0f} | |",
              f"| peak RSS (MB) | {v['peak_rss_mb']:.0f} | {t['peak_rss_mb']:.0f} | "
-             f"verifrl/TRL {result['memory_ratio']:.2f} |"]
+             f"verifrl/TRL {v['peak_rss_mb'] / t['peak_rss_mb']:.2f} |"]
+    if v["peak_device_mb"]:
+        lines.append(f"| peak GPU memory (MB) | {v['peak_device_mb']:.0f} | {t['peak_device_mb']:.0f} | "
+                     f"verifrl/TRL {result['memory_ratio']:.2f} |")
     for k, label in zip(STAGES, ("generation", "reference + old log-probs", "verification",
                                  "update (loss, backward, optimiser, rest)")):
         lines.append(f"| share: {label} | {v['split'][k]:.1%} | {t['split'][k]:.1%} | |")
@@ -233,11 +296,17 @@ def main() -> None:
     parser.add_argument("--num-train", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-dir", help="use this Hugging Face model directory instead of the embedded model")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: bfloat16, GPU peak memory")
+    parser.add_argument("--random-model", choices=["qwen2.5-0.5b"], help="random weights of this shape (GPU bench)")
+    parser.add_argument("--reward", choices=["math", "odd_length"], help="default: math, odd_length with --random-model")
+    parser.add_argument("--gradient-checkpointing", choices=["off", "on"], default="off",
+                        help="set the same in both (TRL's own default is on, verifrl's off)")
     parser.add_argument("--only", choices=["verifrl", "trl"], help="run one framework only")
     parser.add_argument("--worker", choices=["verifrl", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", default="/tmp/verifrl-vs-trl", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.reward = args.reward or ("odd_length" if args.random_model else "math")
 
     if args.worker:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -253,17 +322,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)  # also for building the embedded model on first use
     model = args.model_dir or embedded_policy(EmbeddedModelConfig(sft_steps=args.sft_steps),
                                               log=lambda m: print(m, file=sys.stderr))
+    if args.random_model:
+        model = _random_model_dir(args, Path(model))
     frameworks = [args.only] if args.only else ["verifrl", "trl"]
     runs: dict[str, list[dict]] = {f: [] for f in frameworks}
     passthrough = ["--steps", args.steps, "--prompts", args.prompts, "--group", args.group, "--max-new-tokens",
                    args.max_new_tokens, "--beta", args.beta, "--threads", args.threads, "--num-train",
-                   args.num_train, "--seed", args.seed, "--model", model, "--scratch", args.scratch]
+                   args.num_train, "--seed", args.seed, "--model", model, "--scratch", args.scratch,
+                   "--device", args.device, "--reward", args.reward,
+                   "--gradient-checkpointing", args.gradient_checkpointing]
     for r in range(args.rounds):
         for framework in (frameworks if r % 2 == 0 else frameworks[::-1]):
             cmd = [sys.executable, __file__, "--worker", framework, *map(str, passthrough)]
             t0 = time.time()
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                  env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                      filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
             line = next((l for l in proc.stdout.splitlines()[::-1] if l.startswith("RESULT ")), None)
             if proc.returncode or line is None:
                 sys.exit(f"{framework} worker failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -275,7 +349,9 @@ def main() -> None:
     result = {**summaries}
     if len(frameworks) == 2:
         result["speedup_per_step"] = summaries["trl"]["s_per_step"] / summaries["verifrl"]["s_per_step"]
-        result["memory_ratio"] = summaries["verifrl"]["peak_rss_mb"] / summaries["trl"]["peak_rss_mb"]
+        # on a GPU the memory that limits a job is the device's; on a CPU it is resident memory
+        memory = "peak_device_mb" if args.device == "cuda" else "peak_rss_mb"
+        result["memory_ratio"] = summaries["verifrl"][memory] / summaries["trl"][memory]
         print(_table(result), file=sys.stderr)
     import torch
     import transformers
@@ -288,7 +364,11 @@ def main() -> None:
         "prompts_per_step": args.prompts, "group_size": args.group, "completions_per_step": args.prompts * args.group,
         "max_new_tokens": args.max_new_tokens, "beta": args.beta, "loss": "dapo", "epsilon": [0.2, 0.28],
         "temperature": 1.0, "lr": 1e-4, "timed_steps_per_run": args.steps, "rounds": args.rounds,
-        "threads": args.threads, "model": args.model_dir or f"embedded tiny Qwen2 (sft_steps={args.sft_steps})", "model_dir": str(model),
+        "threads": args.threads, "model_dir": str(model), "device": args.device,
+        "model": args.model_dir or (f"random {args.random_model}" if args.random_model
+                                    else f"embedded tiny Qwen2 (sft_steps={args.sft_steps})"),
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None, "reward": args.reward,
+        "gradient_checkpointing": args.gradient_checkpointing,
         "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl_version,
         "cpu_count": os.cpu_count(), "bench_seconds": round(time.time() - start, 1),
     }

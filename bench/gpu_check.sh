@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Every GPU check in one run, for a borrowed GPU machine with no network:
+#   bench/vs_trl.py on a Qwen2.5-0.5B-shaped model (random weights, bf16), then tests/test_gpu.py.
+# Wheels that machine lacks (trl, datasets and their small deps) may sit in .whl/ (pip download
+# --no-deps); .whl-extra/pyarrow*.whl is installed only if the machine's pyarrow is older than 24.
+# Logs go to $OUT (default /tmp/gpu-check).
+set -u
+OUT=${OUT:-/tmp/gpu-check}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+SITE=/tmp/verifrl-site
+if ls .whl/*.whl >/dev/null 2>&1; then
+    extra=""
+    if ! python3 -c "import pyarrow, sys; sys.exit(int(pyarrow.__version__.split('.')[0]) < 24)" 2>/dev/null; then
+        extra=$(ls .whl-extra/pyarrow*.whl 2>/dev/null)
+    fi
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+        .whl/*.whl $extra || exit 1
+    export PYTHONPATH="$SITE"
+fi
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
+{
+    nvidia-smi -L
+    python3 -c "import torch, transformers, trl, datasets, pyarrow; print('torch', torch.__version__, '| transformers', transformers.__version__, '| trl', trl.__version__, '| datasets', datasets.__version__, '| pyarrow', pyarrow.__version__, '| cuda', torch.cuda.get_device_name())"
+} 2>&1 | tee "$OUT/versions.log"
+
+timeout "${VS_TRL_TIMEOUT:-300}" python3 bench/vs_trl.py --device cuda --random-model qwen2.5-0.5b \
+    --prompts 8 --group 8 --max-new-tokens 128 --steps 3 --rounds 2 --threads 4 \
+    --scratch /tmp/verifrl-vs-trl-gpu 2>&1 | tee "$OUT/vs_trl_gpu.log"
+
+timeout "${TESTS_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider -s tests/test_gpu.py 2>&1 \
+    | tee "$OUT/test_gpu.log"
