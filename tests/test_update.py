@@ -58,3 +58,28 @@ def test_micro_batching_gives_the_full_batch_gradient_step(tiny_model, tiny_toke
         _step(twin, rollout, advantages, micro_batch_size=1, loss_type=loss_type)
         for (name, a), b in zip(tiny_model.state_dict().items(), twin.state_dict().values()):
             assert torch.allclose(a, b, atol=1e-6), (loss_type, name)
+
+
+def test_logprobs_and_entropy_match_a_full_log_softmax(tiny_model, tiny_tokenizer, monkeypatch):
+    """Only the completion's logits are computed and no log_softmax tensor is kept: same numbers
+    as the textbook full-sequence log_softmax, with or without ``logits_to_keep``."""
+    import verifrl.update as update
+
+    rollout = _batch(tiny_model, tiny_tokenizer)
+    ids = torch.cat([rollout.prompt_ids, rollout.completion_ids], 1)
+    attention = torch.cat([rollout.prompt_mask, rollout.completion_mask], 1)
+    logits = tiny_model(input_ids=ids, attention_mask=attention,
+                        position_ids=(attention.cumsum(1) - 1).clamp(min=0)).logits
+    width = rollout.prompt_ids.shape[1]
+    log_probs = torch.log_softmax(logits[:, width - 1 : -1] / 0.7, dim=-1)  # (N, Lc, V)
+    expected = log_probs.gather(2, rollout.completion_ids[..., None]).squeeze(2)
+    expected_entropy = -(log_probs.exp() * log_probs).sum(-1)
+    for accepts in (True, False):
+        monkeypatch.setattr(update, "forward_accepts", lambda model, name, accepts=accepts: accepts)
+        logp, entropy = completion_logprobs(tiny_model, rollout.prompt_ids, rollout.prompt_mask,
+                                            rollout.completion_ids, rollout.completion_mask, 0.7, with_entropy=True)
+        assert torch.allclose(logp, expected, atol=1e-5) and torch.allclose(entropy, expected_entropy, atol=1e-5)
+    # the entropy's row chunks (one row at a time here) change nothing
+    chunked = update._entropy(logits[:, width - 1 : -1].float() / 0.7, torch.logsumexp(logits[:, width - 1 : -1] / 0.7, -1),
+                              max_elements=1)
+    assert torch.allclose(chunked, expected_entropy, atol=1e-5)

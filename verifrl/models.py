@@ -7,6 +7,7 @@ default, which is first built into an ordinary model directory (:mod:`verifrl.em
 from __future__ import annotations
 
 import copy
+import inspect
 import random
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,13 @@ from verifrl.embedded import embedded_policy
 
 class ModelLoadError(RuntimeError):
     """The configured model cannot be loaded; the message names it."""
+
+
+def forward_accepts(model: torch.nn.Module, name: str) -> bool:
+    """Whether the transformers model under any peft wrapper takes ``name`` in ``forward``
+    (peft's own forward takes ``**kwargs`` and would hide it)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return name in inspect.signature(base.forward).parameters
 
 
 def resolve_device(name: str) -> torch.device:

@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedModel
 
 from verifrl import distributed
+from verifrl.models import forward_accepts
 from verifrl.losses import policy_loss
 
 
@@ -59,16 +60,33 @@ def completion_logprobs(
     attention = torch.cat([prompt_mask, completion_mask], dim=1).to(device)  # (N, Lp+Lc)
     # explicit positions so left padding does not shift them (matters for absolute-position models)
     positions = (attention.cumsum(1) - 1).clamp(min=0)  # (N, Lp+Lc)
-    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=False).logits
     prompt_width, completion_width = prompt_ids.shape[1], completion_ids.shape[1]
-    logits = logits[:, prompt_width - 1 : prompt_width + completion_width - 1].float() / temperature  # (N, Lc, V)
-    log_probs = torch.log_softmax(logits, dim=-1)  # (N, Lc, V)
-    token_logprobs = log_probs.gather(2, completion_ids.to(device)[..., None]).squeeze(2)  # (N, Lc)
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            entropy = -(log_probs.exp() * log_probs).sum(-1)  # (N, Lc)
+    # (N, Lc+1, V) logits instead of (N, Lp+Lc, V): with a 150k vocabulary the prompt's logits alone
+    # are gigabytes that nothing reads
+    keep = {"logits_to_keep": completion_width + 1} if forward_accepts(model, "logits_to_keep") else {}
+    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=False,
+                   **keep).logits
+    logits = logits[:, :-1] if keep else logits[:, prompt_width - 1 : prompt_width + completion_width - 1]
+    logits = logits.float()  # (N, Lc, V)
+    if temperature != 1.0:
+        logits = logits / temperature
+    # logit - logsumexp rather than log_softmax: autograd keeps no second (N, Lc, V) tensor
+    log_normalizer = torch.logsumexp(logits, dim=-1)  # (N, Lc)
+    token_logprobs = logits.gather(2, completion_ids.to(device)[..., None]).squeeze(2) - log_normalizer
+    entropy = _entropy(logits.detach(), log_normalizer.detach()) if with_entropy else None
     return token_logprobs, entropy
+
+
+@torch.no_grad()
+def _entropy(logits: torch.Tensor, log_normalizer: torch.Tensor, max_elements: int = 1 << 24) -> torch.Tensor:
+    """-sum_v p log p per position, (N, Lc, V) -> (N, Lc), a few rows at a time so the
+    temporaries stay near ``max_elements`` floats whatever the vocabulary."""
+    rows = max(1, max_elements // max(1, logits.shape[1] * logits.shape[2]))
+    out = []
+    for start in range(0, logits.shape[0], rows):
+        log_probs = logits[start : start + rows] - log_normalizer[start : start + rows, :, None]
+        out.append(-(log_probs.exp() * log_probs).sum(-1))
+    return torch.cat(out) if out else logits.new_zeros(logits.shape[:2])
 
 
 @torch.no_grad()
