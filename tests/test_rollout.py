@@ -147,3 +147,26 @@ def test_whole_chunk_engines_report_each_chunk_once(tiny_model, tiny_tokenizer, 
     reported = _reported(calls, 12)
     assert [reported[i] for i in range(12)] == batch.texts
     assert len(set(batch.lengths.tolist())) > 2
+
+
+def test_deferred_stop_checks_keep_greedy_tokens_exact_logprobs_and_reported_texts(tiny_model, tiny_tokenizer):
+    """stop_check_every=4: rows that end between looks decode padding, which must never leak into
+    the tokens, the log-probs, the width of the batch or the texts handed to on_finished."""
+    stops = [tiny_tokenizer.eos_token_id] + [tiny_tokenizer.convert_tokens_to_ids(d) for d in "0123456789"]
+    tiny_model.generation_config.eos_token_id = stops
+    prompts = ["Question: Compute 3 + 4.\nSolution:\n", "Question: Tom has 5 pens.\nSolution:\n"]
+    every = generate(tiny_model, tiny_tokenizer, prompts, greedy=True, max_new_tokens=16)
+    deferred = generate(tiny_model, tiny_tokenizer, prompts, greedy=True, max_new_tokens=16, stop_check_every=4)
+    assert deferred.texts == every.texts and torch.equal(deferred.completion_ids, every.completion_ids)
+    torch.manual_seed(1)
+    reported = {}
+    batch = generate(tiny_model, tiny_tokenizer, prompts, group_size=6, max_new_tokens=16, temperature=1.5,
+                     stop_check_every=4, on_finished=lambda rows, texts: reported.update(zip(rows, texts)))
+    assert len(set(batch.lengths.tolist())) > 2 and batch.completion_ids.shape[1] == int(batch.lengths.max())
+    assert [reported[i] for i in range(12)] == batch.texts
+    recomputed, _ = completion_logprobs(tiny_model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
+                                        batch.completion_mask, temperature=1.5)
+    mask = batch.completion_mask.bool()
+    assert torch.allclose(batch.sampler_logprobs[mask], recomputed.detach()[mask], atol=1e-4)
+    assert (batch.sampler_logprobs[~mask] == 0).all()
+    assert (batch.completion_ids[~mask] == tiny_tokenizer.pad_token_id).all()

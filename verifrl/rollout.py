@@ -126,6 +126,7 @@ def generate(
     record_logprobs: bool = True,
     engine: str = "loop",
     on_finished: FinishedCallback | None = None,
+    stop_check_every: int = 1,
 ) -> RolloutBatch:
     """Sample ``group_size`` completions for each prompt (or one greedy completion each).
 
@@ -140,6 +141,9 @@ def generate(
             once, texts equal to the returned ``texts[rows]``; called on this thread, so it should
             return quickly (hand the work to another thread). ``loop`` reports rows at the step
             they sample an EOS and the rest when the chunk ends; ``hf`` and ``cb`` once per chunk.
+        stop_check_every: ``loop`` only: look for ended rows every this many tokens. Each look
+            waits for the device; between looks a GPU can run ahead of the host, while ended rows
+            keep decoding (writing padding) until the next look. Same tokens when greedy.
     Returns:
         RolloutBatch with N = P * group_size rows, prompt p's samples contiguous.
     """
@@ -156,7 +160,7 @@ def generate(
             rows_done = None if on_finished is None else _reporter(on_finished, tokenizer, start)
             pieces.append(_generate_chunk(model, tokenizer, expanded[start : start + chunk], max_new_tokens,
                                           temperature, top_p, top_k, greedy, record_logprobs and not greedy,
-                                          engine, group_size, rows_done))
+                                          engine, group_size, rows_done, stop_check_every))
     if was_training:
         model.train()
 
@@ -192,7 +196,7 @@ def _report_chunk(completion: torch.Tensor, eos_ids: set[int], rows_done: _RowsD
 
 
 def _generate_chunk(model, tokenizer, prompts, max_new_tokens, temperature, top_p, top_k, greedy, record,
-                    engine="loop", group_size=1, rows_done: _RowsDone | None = None):
+                    engine="loop", group_size=1, rows_done: _RowsDone | None = None, stop_check_every=1):
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     enc = {k: v.to(model.device) for k, v in enc.items()}
     eos_ids = eos_token_ids(model, tokenizer)
@@ -204,7 +208,7 @@ def _generate_chunk(model, tokenizer, prompts, max_new_tokens, temperature, top_
     if engine == "loop" and not getattr(model.config, "is_encoder_decoder", False):
         completion, logprobs = _decode_loop(model, enc["input_ids"], enc["attention_mask"], max_new_tokens,
                                             temperature, top_p, top_k, greedy, record, sorted(eos_ids),
-                                            tokenizer.pad_token_id, group_size, rows_done)
+                                            tokenizer.pad_token_id, group_size, rows_done, stop_check_every)
         return enc["input_ids"].cpu(), enc["attention_mask"].cpu(), completion, logprobs
     recorder = _TemperedLogprobRecorder(temperature) if record else None
     kwargs = dict(
@@ -292,7 +296,7 @@ def _unwrapped(model):
 
 @torch.no_grad()
 def _decode_loop(model, input_ids, attention_mask, max_new_tokens, temperature, top_p, top_k, greedy, record,
-                 eos_ids, pad_id, group_size=1, rows_done: _RowsDone | None = None):
+                 eos_ids, pad_id, group_size=1, rows_done: _RowsDone | None = None, stop_check_every=1):
     """Sampling with the KV cache, without ``model.generate``'s per-token machinery.
 
     Two savings over ``generate`` (what TRL calls): each distinct prompt is prefilled once and its
@@ -301,7 +305,8 @@ def _decode_loop(model, input_ids, attention_mask, max_new_tokens, temperature, 
     still running, not all N. Sampling matches ``generate``: temperature, then top-k, then top-p,
     then a multinomial draw; the recorded log-prob is log_softmax(logits / T) of the sampled token.
     ``rows_done(rows, ids)`` gets the rows that sampled an EOS at the step they are dropped (their
-    tokens, EOS included), and every row still running when the loop ends.
+    tokens, EOS included), and every row still running when the loop ends. With
+    ``stop_check_every`` k > 1 ended rows are found (and dropped, and reported) every k tokens only.
     Returns completion ids (N, T) right-padded with ``pad_id`` and log-probs (N, T) or None.
     """
     from transformers import DynamicCache
@@ -333,6 +338,8 @@ def _decode_loop(model, input_ids, attention_mask, max_new_tokens, temperature, 
     rows = torch.arange(n, device=device)  # original row of each running row
     mask = attention_mask
     next_position = positions[:, -1] + 1  # (n_running,)
+    # deferred checks: running rows that sampled an EOS since the last look (None: look every token)
+    ended_early = torch.zeros(n, dtype=torch.bool, device=device) if stop_check_every > 1 else None
     steps = 0
     for t in range(max_new_tokens):
         if greedy:
@@ -341,20 +348,32 @@ def _decode_loop(model, input_ids, attention_mask, max_new_tokens, temperature, 
             scores = logits / temperature
             filtered = _filter_top_k_top_p(scores, top_k, top_p)
             sampled = torch.multinomial(filtered.softmax(dim=-1), 1).squeeze(1)
-            if logprobs is not None:
-                logprobs[rows, t] = torch.log_softmax(scores, dim=-1).gather(1, sampled[:, None]).squeeze(1)
+        if ended_early is not None:
+            sampled = sampled.masked_fill(ended_early, pad_id)
+        if logprobs is not None:
+            sampled_logprobs = torch.log_softmax(scores, dim=-1).gather(1, sampled[:, None]).squeeze(1)
+            if ended_early is not None:
+                sampled_logprobs = sampled_logprobs.masked_fill(ended_early, 0.0)
+            logprobs[rows, t] = sampled_logprobs
         tokens[rows, t] = sampled
         steps = t + 1
-        running = ~torch.isin(sampled, eos)
-        if t + 1 == max_new_tokens or not bool(running.any()):
-            break
-        if not bool(running.all()):
-            keep = running.nonzero().squeeze(1)
-            if rows_done is not None:
-                # only at steps where rows end, which sync here anyway (nonzero); one copy of their tokens
-                _report_rows(rows_done, tokens, rows[~running], t + 1)
-            cache.batch_select_indices(keep)
-            rows, sampled, mask, next_position = rows[keep], sampled[keep], mask[keep], next_position[keep]
+        ended = torch.isin(sampled, eos) if ended_early is None else ended_early | torch.isin(sampled, eos)
+        if ended_early is not None and (t + 1) % stop_check_every and t + 1 < max_new_tokens:
+            ended_early = ended  # no look this token: no wait for the device either
+        else:
+            running = ~ended
+            if t + 1 == max_new_tokens or not bool(running.any()):
+                break
+            if not bool(running.all()):
+                keep = running.nonzero().squeeze(1)
+                if rows_done is not None:
+                    # only at steps where rows end, which sync here anyway (nonzero); one copy of their tokens
+                    _report_rows(rows_done, tokens, rows[~running], t + 1,
+                                 None if ended_early is None else eos_ids)
+                cache.batch_select_indices(keep)
+                rows, sampled, mask, next_position = rows[keep], sampled[keep], mask[keep], next_position[keep]
+            if ended_early is not None:
+                ended_early = torch.zeros(rows.shape[0], dtype=torch.bool, device=device)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         out = model(input_ids=sampled[:, None], attention_mask=mask, position_ids=next_position[:, None],
                     **{cache_arg: cache}, use_cache=True)
@@ -364,6 +383,9 @@ def _decode_loop(model, input_ids, attention_mask, max_new_tokens, temperature, 
         # the rows left: those that sampled an EOS at the last step and those cut by the length limit
         _report_rows(rows_done, tokens, rows, steps, eos_ids)
     tokens = tokens[:, :steps].cpu()
+    if ended_early is not None:  # drop the all-padding columns decoded after every row had ended
+        steps = max(1, int(completion_mask_from_ids(tokens, set(eos_ids))[1].max()))
+        tokens = tokens[:, :steps]
     return tokens, None if logprobs is None else logprobs[:, :steps].cpu()
 
 
@@ -371,8 +393,8 @@ def _report_rows(rows_done: _RowsDone, tokens: torch.Tensor, rows: torch.Tensor,
                  eos_ids: list[int] | None = None) -> None:
     """Hand ``rows`` of the (N, T) token buffer to ``rows_done``, cut after their first EOS.
 
-    Rows reported mid-loop sampled their (only) EOS at ``steps - 1``, so ``eos_ids`` are needed only for
-    the rows left at the end, some of which never sampled one.
+    Rows reported mid-loop at every token sampled their (only) EOS at ``steps - 1``, so ``eos_ids`` are
+    needed only for deferred looks and for the rows left at the end, some of which never sampled one.
     """
     ids = tokens[rows, :steps].cpu()
     lengths = torch.full((ids.shape[0],), steps, dtype=torch.long)

@@ -135,7 +135,8 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
                 batch = generate(policy, tokenizer, prompts, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens,
                                  temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                                  top_k=cfg.rollout.top_k, chunk_size=cfg.rollout.chunk_size,
-                                 engine=cfg.rollout.engine, on_finished=scorer.submit if scorer else None)
+                                 engine=cfg.rollout.engine, on_finished=scorer.submit if scorer else None,
+                                 stop_check_every=cfg.rollout.stop_check_every)
             with timer("verification"):
                 scored = scorer.result() if scorer else score_rollouts(batch.texts, examples, verifiers,
                                                                         cfg.reward.on_verifier_error)
