@@ -61,7 +61,7 @@ def _peak_device_mb() -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
-def _random_model_dir(args, tokenizer_dir: Path) -> Path:
+def random_model_dir(args, tokenizer_dir: Path) -> Path:
     """A Qwen2.5-0.5B-shaped model with random weights and the embedded tokenizer, saved once."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -323,7 +323,7 @@ def main() -> None:
     model = args.model_dir or embedded_policy(EmbeddedModelConfig(sft_steps=args.sft_steps),
                                               log=lambda m: print(m, file=sys.stderr))
     if args.random_model:
-        model = _random_model_dir(args, Path(model))
+        model = random_model_dir(args, Path(model))
     frameworks = [args.only] if args.only else ["verifrl", "trl"]
     runs: dict[str, list[dict]] = {f: [] for f in frameworks}
     passthrough = ["--steps", args.steps, "--prompts", args.prompts, "--group", args.group, "--max-new-tokens",
