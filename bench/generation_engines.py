@@ -43,8 +43,13 @@ def _profile(call, device) -> None:
         _sync(device)
     table = prof.key_averages()
     print(table.table(sort_by="self_cpu_time_total", row_limit=12), file=sys.stderr)
-    if device.type == "cuda":
-        print(table.table(sort_by="self_cuda_time_total", row_limit=12), file=sys.stderr)
+    if device.type == "cuda":  # the sort key's name changed across torch versions
+        for key in ("self_device_time_total", "self_cuda_time_total"):
+            try:
+                print(table.table(sort_by=key, row_limit=12), file=sys.stderr)
+                break
+            except (KeyError, AttributeError, RuntimeError):
+                continue
 
 
 def main() -> None:

@@ -111,9 +111,10 @@ class RolloutConfig:
     engine: Literal["loop", "hf", "cb"] = "loop"
     """Sampler: ``loop`` (verifrl's KV-cache loop: shared prompt prefill, finished rows dropped),
     ``hf`` (``model.generate``) or ``cb`` (transformers' continuous batching, ``generate_batch``)."""
-    stop_check_every: int = 1
-    """loop engine: look for ended rows every N tokens. Each look waits for the device; N > 1 lets a
-    GPU run ahead of the host, ended rows decoding padding until the next look (see README)."""
+    stop_check_every: int = 0
+    """loop engine: look for ended rows every N tokens; each look waits for the device, N > 1 lets a
+    GPU run ahead of the host (ended rows decode padding until the next look). 0: 8 on a GPU
+    (+32 % tokens/s measured on an H200), 1 on a CPU."""
     dynamic_sampling: Literal["off", "drop", "refill"] = "off"
     """DAPO dynamic sampling: ``drop`` removes groups whose rewards are all equal (zero advantage)
     from the update; ``refill`` also samples more prompts until num_prompts groups are informative
@@ -426,7 +427,7 @@ def validate(cfg: Config) -> None:
         (cfg.trainer.lr > 0, "trainer.lr must be > 0"),
         (cfg.trainer.num_iterations >= 1, "trainer.num_iterations must be >= 1"),
         (cfg.trainer.micro_batch_size >= 0, "trainer.micro_batch_size must be >= 0"),
-        (cfg.rollout.stop_check_every >= 1, "rollout.stop_check_every must be >= 1"),
+        (cfg.rollout.stop_check_every >= 0, "rollout.stop_check_every must be >= 0 (0: auto)"),
         (cfg.loss.beta >= 0, "loss.beta must be >= 0"),
         (cfg.loss.epsilon_low >= 0, "loss.epsilon_low must be >= 0"),
         (cfg.loss.delta is None or cfg.loss.delta > 1, "loss.delta must be > 1 (it bounds the ratio)"),
