@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from verifrl import distributed
+from verifrl import distributed, logprobs
 from verifrl.models import forward_accepts
 from verifrl.losses import policy_loss
 
@@ -67,26 +67,10 @@ def completion_logprobs(
     logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=False,
                    **keep).logits
     logits = logits[:, :-1] if keep else logits[:, prompt_width - 1 : prompt_width + completion_width - 1]
-    logits = logits.float()  # (N, Lc, V)
-    if temperature != 1.0:
-        logits = logits / temperature
-    # logit - logsumexp rather than log_softmax: autograd keeps no second (N, Lc, V) tensor
-    log_normalizer = torch.logsumexp(logits, dim=-1)  # (N, Lc)
-    token_logprobs = logits.gather(2, completion_ids.to(device)[..., None]).squeeze(2) - log_normalizer
-    entropy = _entropy(logits.detach(), log_normalizer.detach()) if with_entropy else None
+    # float32 math in row chunks: no (N, Lc, V) float32 copy is kept for the backward
+    token_logprobs, log_normalizer = logprobs.token_logprobs(logits, completion_ids.to(device), temperature)
+    entropy = logprobs.entropy(logits.detach(), log_normalizer, temperature) if with_entropy else None
     return token_logprobs, entropy
-
-
-@torch.no_grad()
-def _entropy(logits: torch.Tensor, log_normalizer: torch.Tensor, max_elements: int = 1 << 24) -> torch.Tensor:
-    """-sum_v p log p per position, (N, Lc, V) -> (N, Lc), a few rows at a time so the
-    temporaries stay near ``max_elements`` floats whatever the vocabulary."""
-    rows = max(1, max_elements // max(1, logits.shape[1] * logits.shape[2]))
-    out = []
-    for start in range(0, logits.shape[0], rows):
-        log_probs = logits[start : start + rows] - log_normalizer[start : start + rows, :, None]
-        out.append(-(log_probs.exp() * log_probs).sum(-1))
-    return torch.cat(out) if out else logits.new_zeros(logits.shape[:2])
 
 
 @torch.no_grad()
