@@ -108,9 +108,15 @@ class RolloutConfig:
     """Top-k sampling (0: off)."""
     chunk_size: int = 0
     """Most sequences per generate call (0: all of a step's P*G at once)."""
-    engine: Literal["loop", "hf", "cb"] = "loop"
+    engine: Literal["loop", "hf", "cb", "vllm"] = "loop"
     """Sampler: ``loop`` (verifrl's KV-cache loop: shared prompt prefill, finished rows dropped),
-    ``hf`` (``model.generate``) or ``cb`` (transformers' continuous batching, ``generate_batch``)."""
+    ``hf`` (``model.generate``), ``cb`` (transformers' continuous batching, ``generate_batch``) or
+    ``vllm`` (a vLLM engine in this process, weights pushed before every rollout; GPU, optional
+    extra, not yet run by the authors: see README)."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """engine=vllm: share of the GPU's memory vLLM may take (weights and KV cache)."""
+    vllm_sleep: bool = True
+    """engine=vllm: release vLLM's weights and KV cache between rollouts, so the update has the memory."""
     stop_check_every: int = 0
     """loop engine: look for ended rows every N tokens; each look waits for the device, N > 1 lets a
     GPU run ahead of the host (ended rows decode padding until the next look). 0: 8 on a GPU
@@ -415,6 +421,23 @@ def _normalise_yaml_numbers(node: Any) -> Any:
     return node
 
 
+def _check_vllm(cfg: Config) -> None:
+    """rollout.engine=vllm: what the colocated engine cannot do, refused before anything loads."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError("rollout.engine=vllm needs vLLM: pip install 'verifrl[vllm]' (GPU machines only)")
+    if cfg.rollout.top_p < 1.0 or cfg.rollout.top_k:
+        raise ConfigError("rollout.engine=vllm reports log-probs after top-k/top-p truncation, which the "
+                          "policy's own log-probs are not: use rollout.top_p=1 and rollout.top_k=0")
+    if cfg.model.lora.r > 0:
+        raise ConfigError("rollout.engine=vllm does not load LoRA adapters: use rollout.engine=loop")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("rollout.engine=vllm is single-process for now: not supported under torchrun")
+    if not 0 < cfg.rollout.vllm_gpu_memory_utilization < 1:
+        raise ConfigError("rollout.vllm_gpu_memory_utilization must be in (0, 1)")
+
+
 def validate(cfg: Config) -> None:
     """Value checks that types alone cannot express."""
     checks = [
@@ -452,6 +475,8 @@ def validate(cfg: Config) -> None:
         # ranks would run different numbers of generations (refill) or skip the update (an all-equal
         # step), and under fsdp both need every rank's part in the collectives
         raise ConfigError("trainer.parallel=fsdp needs rollout.dynamic_sampling=off")
+    if cfg.rollout.engine == "vllm":
+        _check_vllm(cfg)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and cfg.rollout.dynamic_sampling != "off":
         # a rank whose groups all tie skips its update while the others wait in the gradient
         # all-reduce: refuse rather than hang

@@ -85,6 +85,7 @@ def generate(
     engine: str = "loop",
     on_finished: FinishedCallback | None = None,
     stop_check_every: int = 0,
+    engine_options: dict | None = None,
 ) -> RolloutBatch:
     """Sample ``group_size`` completions for each prompt (or one greedy completion each).
 
@@ -93,8 +94,9 @@ def generate(
         chunk_size: most rows per ``generate`` call (0: all N = P * group_size at once).
         record_logprobs: record the sampler's tempered log-probs (ignored when greedy).
         engine: ``loop`` (verifrl's own KV-cache sampling loop: shared prompt prefill, finished
-            rows dropped), ``hf`` (``model.generate`` with a log-prob recorder) or ``cb``
-            (transformers' continuous batching, log-probs from one extra forward).
+            rows dropped), ``hf`` (``model.generate`` with a log-prob recorder), ``cb``
+            (transformers' continuous batching, log-probs from one extra forward) or ``vllm``
+            (colocated vLLM engine, GPU only, :mod:`verifrl.vllm_engine`).
         on_finished: called with ``(rows, texts)`` as completions become final, every row exactly
             once, texts equal to the returned ``texts[rows]``; called on this thread, so it should
             return quickly (hand the work to another thread). ``loop`` reports rows at the step
@@ -104,6 +106,8 @@ def generate(
             keep decoding (writing padding) until the next look. Same tokens when greedy. 0: 8 on
             a GPU, where waiting each token cost 25 % of the tokens/s (bench/generation_engines.py),
             1 on a CPU, where it costs nothing and extra tokens cost compute.
+        engine_options: keyword arguments for the engine (vllm: ``gpu_memory_utilization``, ``sleep``,
+            ``seed``).
     Returns:
         RolloutBatch with N = P * group_size rows, prompt p's samples contiguous.
     """
@@ -120,7 +124,7 @@ def generate(
             rows_done = None if on_finished is None else _reporter(on_finished, tokenizer, start)
             pieces.append(_generate_chunk(model, tokenizer, expanded[start : start + chunk], max_new_tokens,
                                           temperature, top_p, top_k, greedy, record_logprobs and not greedy,
-                                          engine, group_size, rows_done, stop_check_every))
+                                          engine, group_size, rows_done, stop_check_every, engine_options))
     if was_training:
         model.train()
 
@@ -156,10 +160,18 @@ def _report_chunk(completion: torch.Tensor, eos_ids: set[int], rows_done: RowsDo
 
 
 def _generate_chunk(model, tokenizer, prompts, max_new_tokens, temperature, top_p, top_k, greedy, record,
-                    engine="loop", group_size=1, rows_done: RowsDone | None = None, stop_check_every=0):
+                    engine="loop", group_size=1, rows_done: RowsDone | None = None, stop_check_every=0,
+                    engine_options: dict | None = None):
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     enc = {k: v.to(model.device) for k, v in enc.items()}
     eos_ids = eos_token_ids(model, tokenizer)
+    if engine == "vllm":
+        from verifrl.vllm_engine import sample_vllm  # optional dependency, GPU only
+
+        completion, logprobs = sample_vllm(model, enc, eos_ids, tokenizer.pad_token_id, max_new_tokens, temperature,
+                                           top_p, top_k, greedy, record, **(engine_options or {}))
+        _report_chunk(completion, eos_ids, rows_done)
+        return enc["input_ids"].cpu(), enc["attention_mask"].cpu(), completion, logprobs
     if engine == "cb":
         completion, logprobs = sample_continuous_batching(model, enc, eos_ids, tokenizer.pad_token_id, max_new_tokens,
                                                           temperature, top_p, top_k, greedy, record)

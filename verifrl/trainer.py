@@ -114,6 +114,13 @@ def step_ends_for(batch, tokenizer, step_spans) -> list[list[int]]:
     return ends
 
 
+def _engine_options(cfg: Config) -> dict | None:
+    if cfg.rollout.engine != "vllm":
+        return None
+    return {"gpu_memory_utilization": cfg.rollout.vllm_gpu_memory_utilization, "sleep": cfg.rollout.vllm_sleep,
+            "seed": cfg.trainer.seed}
+
+
 def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, rows: list[dict],
             next_rows=None) -> tuple[dict, list[dict]]:
     """One GRPO step on a batch of prompt rows; returns its metrics and sample rows for the table.
@@ -136,7 +143,8 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
                                  temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                                  top_k=cfg.rollout.top_k, chunk_size=cfg.rollout.chunk_size,
                                  engine=cfg.rollout.engine, on_finished=scorer.submit if scorer else None,
-                                 stop_check_every=cfg.rollout.stop_check_every)
+                                 stop_check_every=cfg.rollout.stop_check_every,
+                                 engine_options=_engine_options(cfg))
             with timer("verification"):
                 scored = scorer.result() if scorer else score_rollouts(batch.texts, examples, verifiers,
                                                                         cfg.reward.on_verifier_error)
