@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every GPU check in one run, for a borrowed GPU machine with no network:
-#   bench/vs_trl.py on a Qwen2.5-0.5B-shaped model (random weights, bf16), then tests/test_gpu.py.
+# Every GPU check in one run, for a borrowed GPU machine with no network (about 5 minutes):
+#   bench/generation_engines.py and bench/vs_trl.py on a Qwen2.5-0.5B-shaped model (random weights,
+#   bf16), bench/update_memory.py on it, then tests/test_gpu.py.
 # Wheels that machine lacks (trl, datasets and their small deps) may sit in .whl/ (pip download
 # --no-deps); .whl-extra/pyarrow*.whl is installed only if the machine's pyarrow is older than 24.
 # Logs go to $OUT (default /tmp/gpu-check).
@@ -23,6 +24,13 @@ export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
     nvidia-smi -L
     python3 -c "import torch, transformers, trl, datasets, pyarrow; print('torch', torch.__version__, '| transformers', transformers.__version__, '| trl', trl.__version__, '| datasets', datasets.__version__, '| pyarrow', pyarrow.__version__, '| cuda', torch.cuda.get_device_name())"
 } 2>&1 | tee "$OUT/versions.log"
+
+timeout "${ENGINES_TIMEOUT:-120}" python3 bench/generation_engines.py --device cuda --random-model qwen2.5-0.5b \
+    --max-new-tokens 128 --repeats 2 --threads 4 --engines loop:1 loop:8 hf cb \
+    --scratch /tmp/verifrl-vs-trl-gpu 2>&1 | grep -v "Loading weights" | tee "$OUT/engines_gpu.log"
+
+timeout "${UPDATE_TIMEOUT:-60}" python3 bench/update_memory.py --device cuda --rows 64 \
+    --scratch /tmp/verifrl-vs-trl-gpu 2>&1 | tail -1 | tee "$OUT/update_memory_gpu.log"
 
 timeout "${VS_TRL_TIMEOUT:-300}" python3 bench/vs_trl.py --device cuda --random-model qwen2.5-0.5b \
     --prompts 8 --group 8 --max-new-tokens 128 --steps 3 --rounds 2 --threads 4 \
