@@ -128,6 +128,27 @@ def test_dynamic_sampling_refill_in_the_trainer_logs_dropped_groups(tmp_path):
     assert any("loss" in r for r in steps)
 
 
+def test_tokens_per_second_counts_every_refill_round(monkeypatch):
+    """Refill rounds take generation time, so their tokens count too (not only the kept batch's)."""
+    import verifrl.trainer as trainer
+
+    sampled = []
+    real_generate = trainer.generate
+
+    def spy(*args, **kwargs):
+        batch = real_generate(*args, **kwargs)
+        sampled.append(int(batch.lengths.sum()))
+        return batch
+
+    monkeypatch.setattr(trainer, "generate", spy)
+    steps = _steps_metrics("rollout.dynamic_sampling=refill", "rollout.chunk_size=5", "rollout.group_size=2",
+                           "reward.overlong_cache_length=4")
+    rounds = [int(metrics["rollout/refill_rounds"]) for metrics, _ in steps]
+    assert any(rounds) and len(sampled) == sum(1 + r for r in rounds)
+    assert [metrics["completion/generated_tokens"] for metrics, _ in steps] == \
+        [sum(sampled[:1 + rounds[0]]), sum(sampled[1 + rounds[0]:])]
+
+
 @pytest.mark.parametrize("engine, expected_calls", [("hf", {"generate"}), ("loop", set()), ("cb", {"generate_batch"})])
 def test_rollout_engine_option_picks_the_sampler(tmp_path, monkeypatch, engine, expected_calls):
     from transformers import GenerationMixin

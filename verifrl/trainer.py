@@ -129,8 +129,10 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
     """
     timer = StageTimer()
     G = cfg.rollout.group_size
+    generated_tokens = 0  # over every generation round of the step (refill rounds too)
 
     def sample(rows: list[dict]):
+        nonlocal generated_tokens
         prompts = [_prompt(cfg, row, tokenizer) for row in rows]
         examples = [row for row in rows for _ in range(G)]
         # overlap: rows are verified on a background thread as they finish; "generation" then includes
@@ -145,6 +147,7 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
                                  engine=cfg.rollout.engine, on_finished=scorer.submit if scorer else None,
                                  stop_check_every=cfg.rollout.stop_check_every,
                                  engine_options=_engine_options(cfg))
+            generated_tokens += int(batch.lengths.sum())
             with timer("verification"):
                 scored = scorer.result() if scorer else score_rollouts(batch.texts, examples, verifiers,
                                                                         cfg.reward.on_verifier_error)
@@ -210,7 +213,6 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
 
     group_rewards = rewards.view(P, G)
     primary = scored.scores[:, 0]
-    generated_tokens = int(batch.lengths.sum())
     total_time = sum(timer.seconds.values())
     metrics = {
         "reward/mean": float(rewards.mean()),
@@ -221,6 +223,7 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         "completion/max_length": int(batch.lengths.max()),
         "completion/min_length": int(batch.lengths.min()),
         "completion/truncated_rate": float(batch.truncated.float().mean()),
+        "completion/generated_tokens": generated_tokens,
         "tokens_per_second": generated_tokens / max(1e-9, timer.seconds["generation"]),
         "time/step": total_time,
         **{f"time/{k}": v for k, v in timer.seconds.items()},
