@@ -105,6 +105,16 @@ def test_lora_train_step_with_kl_saves_and_resumes_the_adapter(tmp_path):
     i = args.index("trainer.steps=1")
     assert main(args[:i] + ["trainer.steps=2"] + args[i + 1:] + ["--resume"]) == 0
     assert (run / "checkpoints" / "latest").read_text() == "step-2"
+    # final_model/merged is a plain model computing what the trained adapter model computes
+    from transformers import AutoModelForCausalLM
+
+    load_checkpoint(latest_checkpoint(run), fresh)
+    merged = AutoModelForCausalLM.from_pretrained(run / "final_model" / "merged")
+    assert not any("lora" in name for name in merged.state_dict())
+    ids = torch.tensor([[5, 9, 17, 3, 11, 2]])
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=ids).logits, fresh(input_ids=ids).logits, atol=1e-4)
 
 
 @pytest.mark.slow

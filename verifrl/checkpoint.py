@@ -155,9 +155,28 @@ def load_checkpoint(path: Path, model, optimizer=None, scheduler=None) -> dict:
 
 def save_final_model(model, tokenizer, path: Path) -> None:
     """The policy as a plain Hugging Face model directory. An FSDP-sharded policy's full weights
-    are gathered (every rank must call this) and written by rank 0 only."""
+    are gathered (every rank must call this) and written by rank 0 only. A LoRA policy is saved
+    as its adapter in ``path`` and, merged into the base weights, as a plain model in ``path/merged``."""
     state = distributed.full_model_state(model) if distributed.is_sharded(model) else None
     if state is not None and not distributed.is_main():
         return
     model.save_pretrained(path, state_dict=state)
     tokenizer.save_pretrained(path)
+    if hasattr(model, "merge_adapter"):
+        _save_merged_lora(model, tokenizer, path / "merged")
+
+
+def _save_merged_lora(model, tokenizer, path: Path) -> None:
+    """Merge the adapter into the base weights in place, save them under plain names, unmerge.
+
+    In place (not a merged copy) so that a large model on a GPU is never held twice.
+    """
+    model.merge_adapter()
+    try:
+        base = model.get_base_model()
+        merged = {name.replace(".base_layer.", "."): tensor for name, tensor in base.state_dict().items()
+                  if "lora_" not in name}
+        base.save_pretrained(path, state_dict=merged)
+        tokenizer.save_pretrained(path)
+    finally:
+        model.unmerge_adapter()
