@@ -79,3 +79,17 @@ def test_logprobs_and_entropy_match_a_full_log_softmax(tiny_model, tiny_tokenize
         logp, entropy = completion_logprobs(tiny_model, rollout.prompt_ids, rollout.prompt_mask,
                                             rollout.completion_ids, rollout.completion_mask, 0.7, with_entropy=True)
         assert torch.allclose(logp, expected, atol=1e-5) and torch.allclose(entropy, expected_entropy, atol=1e-5)
+
+
+def test_a_nonfinite_gradient_skips_the_step_and_leaves_the_weights(tiny_model, tiny_tokenizer):
+    rollout = _batch(tiny_model, tiny_tokenizer)
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    optimizer = torch.optim.AdamW(tiny_model.parameters(), lr=0.1)
+    adv = torch.full(rollout.completion_ids.shape, float("nan"))
+    batch = TrainBatch(rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids, rollout.completion_mask,
+                       rollout.sampler_logprobs, adv)
+    metrics = update_policy(tiny_model, optimizer, batch, LossConfig(type="dapo"), temperature=1.0,
+                            micro_batch_size=0, max_grad_norm=1.0, max_completion_length=10)
+    assert metrics["update/nonfinite_skipped"] == 1.0
+    assert all(torch.equal(v, before[k]) for k, v in tiny_model.state_dict().items())
+    assert not optimizer.state  # Adam's moments were not fed the NaN either

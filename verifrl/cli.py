@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = [*args.overrides, *extra]
     from data.loaders import DataError
     from verifrl.models import ModelLoadError
+    from verifrl.samplers import NonFiniteLogits
 
     try:
         cfg = load_config(args.recipe, args.overrides)
@@ -78,14 +79,17 @@ def main(argv: list[str] | None = None) -> int:
 
             dry_run(cfg)
         elif args.command == "train":
-            from verifrl.trainer import train
+            from verifrl.trainer import NonFiniteTraining, train
 
             if args.resume and not args.run_dir and not cfg.logging.run_name:
                 return _fail("--resume needs --run-dir or logging.run_name to find the run")
             run_dir = Path(args.run_dir) if args.run_dir else None
             if run_dir is None and cfg.logging.run_name:
                 run_dir = Path(cfg.logging.output_dir) / cfg.logging.run_name
-            train(cfg, recipe_name, resume=args.resume, run_dir=run_dir)
+            try:
+                train(cfg, recipe_name, resume=args.resume, run_dir=run_dir)
+            except NonFiniteTraining as err:
+                return _fail(str(err))
         else:
             from verifrl.trainer import evaluate_checkpoint
 
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.eval.pass_k = args.pass_k
             result = evaluate_checkpoint(cfg, Path(args.checkpoint))
             print(json.dumps(result))
-    except (ModelLoadError, FileNotFoundError, DataError) as err:
+    except (ModelLoadError, FileNotFoundError, DataError, NonFiniteLogits) as err:
         return _fail(str(err))
     return 0
 

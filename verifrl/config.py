@@ -204,6 +204,9 @@ class TrainerConfig:
     """AdamW betas."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0: off)."""
+    max_nonfinite_updates: int = 3
+    """An update whose gradient is NaN/inf is skipped (``update/nonfinite_skipped``); this many in a
+    row stop the run with an error (the last checkpoint is kept). 0: never stop."""
     num_iterations: int = 1
     """Policy updates per rollout batch (mu); ratios use the rollout's log-probs throughout."""
     micro_batch_size: int = 0
@@ -450,6 +453,7 @@ def validate(cfg: Config) -> None:
         (cfg.trainer.lr > 0, "trainer.lr must be > 0"),
         (cfg.trainer.num_iterations >= 1, "trainer.num_iterations must be >= 1"),
         (cfg.trainer.micro_batch_size >= 0, "trainer.micro_batch_size must be >= 0"),
+        (cfg.trainer.max_nonfinite_updates >= 0, "trainer.max_nonfinite_updates must be >= 0"),
         (cfg.rollout.stop_check_every >= 0, "rollout.stop_check_every must be >= 0 (0: auto)"),
         (cfg.loss.beta >= 0, "loss.beta must be >= 0"),
         (cfg.loss.epsilon_low >= 0, "loss.epsilon_low must be >= 0"),

@@ -25,6 +25,10 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from verifrl.models import forward_accepts
 
+class NonFiniteLogits(RuntimeError):
+    """The policy's logits are NaN/inf, so no engine can sample from it."""
+
+
 RowsDone = Callable[[list[int], list[list[int]]], None]
 """``rows_done(rows, ids)``: chunk-local rows that ended, with their token ids up to the first EOS."""
 
@@ -186,6 +190,11 @@ def sample_loop(model, input_ids, attention_mask, max_new_tokens, temperature, t
                     **{cache_arg: cache}, use_cache=True, **last_only)
         logits = out.logits[:, -1].float()  # (N, V)
     del out
+    # diverged weights show up here first; one check per call, instead of a multinomial failure deep
+    # in the loop (on a GPU a device-side assert that takes the process down)
+    if not bool(torch.isfinite(logits).all()):
+        raise NonFiniteLogits("the policy's next-token logits contain NaN/inf: its weights have diverged "
+                              "(a learning rate too high, float16 overflow?); nothing was sampled")
     tokens = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logprobs = torch.zeros((n, max_new_tokens), dtype=torch.float32, device=device) if record and not greedy else None
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)

@@ -16,6 +16,7 @@ and verifies them on a background thread while the rest of the batch is still be
 from __future__ import annotations
 
 import collections
+import math
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,7 +70,10 @@ def _run_one(named: NamedVerifier, completions: list[str], examples: list[dict],
     batch_fn = getattr(named.verifier, "verify_batch", None)
     if batch_fn is not None:
         try:
-            return [as_result(r) for r in batch_fn(completions, examples)], 0
+            return _reject_nonfinite(named, [as_result(r) for r in batch_fn(completions, examples)], 0, completions,
+                                     on_error)
+        except VerifierFailure:
+            raise
         except Exception as err:
             if on_error == "raise":
                 raise VerifierFailure(f"verifier {named.name!r} failed on a batch: {type(err).__name__}: {err}") from err
@@ -85,7 +89,25 @@ def _run_one(named: NamedVerifier, completions: list[str], examples: list[dict],
                 ) from err
             errors += 1
             results.append(VerifyResult(score=0.0, info={"reason": "verifier_error", "error": repr(err)}))
-    return results, errors
+    return _reject_nonfinite(named, results, errors, completions, on_error)
+
+
+def _reject_nonfinite(named: NamedVerifier, results: list[VerifyResult], errors: int, completions: list[str],
+                      on_error: str) -> tuple[list[VerifyResult], int]:
+    """A NaN/inf score is a verifier bug that would turn every advantage of its group into NaN:
+    an error like a raise (stop, or score 0 and count it)."""
+    checked = []
+    for result, completion in zip(results, completions):
+        values = [result.score, *(result.step_scores or [])]
+        if all(math.isfinite(v) for v in values):
+            checked.append(result)
+            continue
+        if on_error == "raise":
+            raise VerifierFailure(f"verifier {named.name!r} returned a non-finite score ({values}) on completion "
+                                  f"{completion[:80]!r}")
+        errors += 1
+        checked.append(VerifyResult(score=0.0, info={"reason": "verifier_error", "error": f"non-finite score {values}"}))
+    return checked + results[len(checked):], errors
 
 
 def _verify_all(

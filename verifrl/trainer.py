@@ -121,6 +121,10 @@ def _engine_options(cfg: Config) -> dict | None:
             "seed": cfg.trainer.seed}
 
 
+class NonFiniteTraining(RuntimeError):
+    """Too many consecutive updates had a non-finite gradient (trainer.max_nonfinite_updates)."""
+
+
 def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, rows: list[dict],
             next_rows=None) -> tuple[dict, list[dict]]:
     """One GRPO step on a batch of prompt rows; returns its metrics and sample rows for the table.
@@ -309,11 +313,19 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
             return {"sampler": task.sampler.state_dict(), "eval_before": eval_before,
                     "train_seconds": prior_seconds + time.time() - train_start}
 
+        nonfinite_in_a_row = 0
         for step in range(start_step, cfg.trainer.steps):
             rows = distributed.shard_rows(task.sampler.next_rows(cfg.rollout.num_prompts), cfg.rollout.num_prompts)
             metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, rows,
                                        next_rows=task.sampler.next_rows)
             metrics = distributed.mean_metrics(metrics)  # averaged over data-parallel ranks
+            nonfinite_in_a_row = nonfinite_in_a_row + 1 if metrics.get("update/nonfinite_skipped") else 0
+            if cfg.trainer.max_nonfinite_updates and nonfinite_in_a_row >= cfg.trainer.max_nonfinite_updates:
+                tracker.log(step, metrics)
+                raise NonFiniteTraining(
+                    f"{nonfinite_in_a_row} updates in a row had a NaN/inf gradient (last at step {step}); they were "
+                    f"skipped, and the run stops here with its last checkpoint intact. Usual causes: a learning rate "
+                    f"too high, float16 overflow, or a verifier returning NaN rewards (see metrics.jsonl)")
             metrics["lr"] = scheduler.get_last_lr()[0]
             scheduler.step()
             if cfg.eval.every_steps and (step + 1) % cfg.eval.every_steps == 0 and step + 1 < cfg.trainer.steps:

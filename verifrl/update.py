@@ -175,7 +175,14 @@ def update_policy(
     grad_norm = torch.nn.utils.clip_grad_norm_(
         model.parameters(), max_grad_norm if max_grad_norm > 0 else float("inf")
     )
-    optimizer.step()
+    # a NaN/inf anywhere (a NaN log-prob, an overflowing ratio) would poison every weight through
+    # Adam's moments: skip the step instead (the norm is global, so every rank skips alike)
+    finite = bool(torch.isfinite(grad_norm))
+    if finite:
+        optimizer.step()
+    else:
+        optimizer.zero_grad(set_to_none=True)
+    sums["update/nonfinite_skipped"] = 0.0 if finite else 1.0
     sums["grad_norm"] = float(grad_norm)
     sums["entropy"] = entropy_sum / max(1, entropy_count)
     return sums
