@@ -269,10 +269,37 @@ def test_fsdp_rejects_lora_and_dynamic_sampling():
     assert load_config("recipes/tiny-arith.yaml", ["trainer.parallel=fsdp"]).trainer.parallel == "fsdp"
 
 
-def test_dynamic_sampling_under_torchrun_is_refused_not_hung(monkeypatch):
-    from verifrl.config import ConfigError, load_config
+def reward_that_ties_on_rank_1(completion: str, example: dict) -> float:
+    """Rank 1's groups all tie (nothing to learn there), rank 0's rewards vary."""
+    return 0.5 if os.environ.get("RANK") == "1" else (sum(map(ord, completion)) % 5) / 4
 
-    assert load_config("recipes/tiny-arith.yaml", ["rollout.dynamic_sampling=drop"]).rollout.dynamic_sampling == "drop"
-    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets in every rank
-    with pytest.raises(ConfigError, match="not supported under torchrun"):
-        load_config("recipes/tiny-arith.yaml", ["rollout.dynamic_sampling=drop"])
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["drop", "refill"])
+def test_dynamic_sampling_under_torchrun_when_one_rank_has_nothing_to_learn(tmp_path, mode):
+    """Rank 1 never has an informative group: it must still take part in rank 0's update (and, in
+    refill mode, in the lockstep refill rounds) instead of hanging the gradient all-reduce."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import tiny_model_overrides
+
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), "-m", "verifrl", "train", "recipes/tiny-arith.yaml", *tiny_model_overrides(),
+           "trainer.steps=3", "trainer.threads=1", "rollout.num_prompts=4", "rollout.group_size=2",
+           "rollout.max_new_tokens=8", "data.num_train=200", "data.num_test=4", "eval.before=false",
+           f"rollout.dynamic_sampling={mode}", "rollout.max_refill_rounds=2", "logging.wandb=disabled",
+           "logging.progress=false", "logging.sample_table_every=0",
+           "reward.verifiers=[{name: 'tests.test_distributed:reward_that_ties_on_rank_1'}]", "--run-dir", str(run_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [line for line in lines if "rollout/kept_groups" in line]
+    assert [line["step"] for line in steps] == [0, 1, 2]
+    for line in steps:  # averaged over the two ranks: rank 1 skipped, rank 0 trained
+        assert line["update/skipped"] == 0.5 and "loss" in line
+        if mode == "refill":
+            assert line["rollout/refill_rounds"] == 2  # rank 1 kept asking; both ranks drew in step

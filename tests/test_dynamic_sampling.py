@@ -116,3 +116,30 @@ def test_refill_stops_at_the_round_bound(max_rounds):
     assert out.metrics["rollout/dropped_groups"] == 2 + 2 * max_rounds
     assert out.metrics["reward/mean"] == pytest.approx(2 / (4 + 4 * max_rounds))
     assert out.metrics["rollout/refill_rounds"] == max_rounds
+
+
+def test_a_rank_with_enough_groups_still_draws_in_lockstep_without_sampling():
+    """Under torchrun agree(n) is the largest refill any rank asks for. A rank that is already full
+    (here: both groups informative) draws the agreed prompts to keep the prompt streams equal,
+    samples nothing, and stops when the other rank stops asking (here after 2 rounds)."""
+    asked, drawn, sampled = [], [], []
+    other_rank_wants = iter([3, 1, 0])
+
+    def agree(n):
+        asked.append(n)
+        return max(n, next(other_rank_wants))
+
+    def next_rows(n):
+        drawn.append(n)
+        return [{"id": 100 + k} for k in range(n)]
+
+    def sample(new_rows):
+        sampled.append(len(new_rows))
+        return _fake_round([[0, 1]] * len(new_rows), 200, 4)
+
+    rows = [{"id": 0}, {"id": 1}]
+    first = _fake_round([[0, 1], [1, 0]], 10, 4)
+    out = collect_informative(rows, first, mode="refill", num_prompts=2, max_refill_rounds=5, sample=sample,
+                              next_rows=next_rows, pad_id=0, agree=agree)
+    assert asked == [0, 0, 0] and drawn == [3, 1] and sampled == []
+    assert [r["id"] for r in out.rows] == [0, 1] and out.metrics["rollout/refill_rounds"] == 2

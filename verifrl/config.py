@@ -481,10 +481,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError("trainer.parallel=fsdp needs rollout.dynamic_sampling=off")
     if cfg.rollout.engine == "vllm":
         _check_vllm(cfg)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and cfg.rollout.dynamic_sampling != "off":
-        # a rank whose groups all tie skips its update while the others wait in the gradient
-        # all-reduce: refuse rather than hang
-        raise ConfigError("rollout.dynamic_sampling is not supported under torchrun yet (set it to off)")
     if cfg.advantage.mode != "outcome" and cfg.rollout.group_size < 2:
         pass  # process supervision normalises over steps, so G=1 is still meaningful
     model = cfg.model.name_or_path

@@ -152,12 +152,18 @@ def collect_informative(
     sample: Callable[[list[dict]], tuple[RolloutBatch, ScoredBatch, torch.Tensor]],
     next_rows: Callable[[int], list[dict]],
     pad_id: int,
+    agree: Callable[[int], int] = lambda n: n,
 ) -> Collected:
     """Apply dynamic sampling to a step's first round (``first`` = sample(rows)).
 
     ``sample(rows)`` generates and scores G completions per row; ``next_rows(n)`` draws n more
     prompts (refill only). Returns the selected groups and ``rollout/*`` metrics. With no
     informative group the batch is ``None``.
+
+    Data-parallel ranks refill in lockstep: ``agree(n)`` returns the refill size every rank uses
+    (the largest any rank asks for), all ranks draw it so that their prompt streams stay identical,
+    and a rank that already has its groups draws without sampling. ``agree`` is called the same
+    number of times on every rank.
     """
     batch, scored, rewards = first
     G = batch.group_size
@@ -168,15 +174,20 @@ def collect_informative(
         group_rewards = torch.cat(all_rewards).view(-1, G)  # (P_total, G)
         keep = select_groups(group_rewards, mode, num_prompts)
         missing = num_prompts - len(keep)
-        if mode != "refill" or next_rows is None or missing <= 0 or rounds >= max_refill_rounds:
+        if mode != "refill" or next_rows is None or rounds >= max_refill_rounds:
             break
-        n = refill_size(missing, group_rewards.shape[0], len(keep), num_prompts)
+        wanted = refill_size(missing, group_rewards.shape[0], len(keep), num_prompts)
+        n = agree(wanted)
+        if n <= 0:
+            break
         extra = next_rows(n)
+        rounds += 1
+        if wanted <= 0:  # this rank is done; it drew only to keep the ranks' prompt streams equal
+            continue
         part = sample(extra)
         all_rows += extra
         parts.append(part)
         all_rewards.append(part[2])
-        rounds += 1
 
     sampled = group_rewards.shape[0]
     informative = int(informative_groups(group_rewards).sum())

@@ -121,6 +121,14 @@ def _engine_options(cfg: Config) -> dict | None:
             "seed": cfg.trainer.seed}
 
 
+def _empty_train_batch(batch) -> TrainBatch:
+    """No rows, the shapes of ``batch``: what a rank with nothing to learn from feeds the update."""
+    none = slice(0, 0)
+    return TrainBatch(batch.prompt_ids[none], batch.prompt_mask[none], batch.completion_ids[none],
+                      batch.completion_mask[none], batch.sampler_logprobs[none],
+                      torch.zeros(batch.completion_ids[none].shape))
+
+
 class NonFiniteTraining(RuntimeError):
     """Too many consecutive updates had a non-finite gradient (trainer.max_nonfinite_updates)."""
 
@@ -163,13 +171,24 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
     batch, scored, rewards = sample(rows)
     sampling_metrics = {}
     if cfg.rollout.dynamic_sampling != "off":
+        # under torchrun each rank selects among its own groups (num_prompts / ranks of them)
         kept = collect_informative(rows, (batch, scored, rewards), mode=cfg.rollout.dynamic_sampling,
-                                   num_prompts=cfg.rollout.num_prompts, max_refill_rounds=cfg.rollout.max_refill_rounds,
-                                   sample=sample, next_rows=next_rows, pad_id=tokenizer.pad_token_id)
+                                   num_prompts=cfg.rollout.num_prompts // distributed.world_size(),
+                                   max_refill_rounds=cfg.rollout.max_refill_rounds, sample=sample,
+                                   next_rows=next_rows, pad_id=tokenizer.pad_token_id,
+                                   agree=distributed.max_across_ranks)
         sampling_metrics = kept.metrics
         if kept.batch is None:  # every group had equal rewards: nothing to learn from this step
-            return {**sampling_metrics, "update/skipped": 1.0, **scored.metrics,
-                    **{f"time/{k}": v for k, v in timer.seconds.items()}}, []
+            skipped = {**sampling_metrics, "update/skipped": 1.0, **scored.metrics}
+            if distributed.max_across_ranks(0) > 0:  # another rank trains: take part in its collectives
+                with timer("update"):
+                    for _ in range(cfg.trainer.num_iterations):
+                        skipped.update(update_policy(
+                            policy, optimizer, _empty_train_batch(batch), cfg.loss,
+                            temperature=cfg.rollout.temperature, micro_batch_size=cfg.trainer.micro_batch_size,
+                            max_grad_norm=cfg.trainer.max_grad_norm, max_completion_length=cfg.rollout.max_new_tokens))
+            return {**skipped, **{f"time/{k}": v for k, v in timer.seconds.items()}}, []
+        distributed.max_across_ranks(1)  # the same collective as a rank with nothing to train on
         rows, batch, scored, rewards = kept.rows, kept.batch, kept.scored, kept.rewards
     P = len(rows)
     prompts = [_prompt(cfg, row, tokenizer) for row in rows]
@@ -229,6 +248,7 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         "completion/truncated_rate": float(batch.truncated.float().mean()),
         "completion/generated_tokens": generated_tokens,
         "tokens_per_second": generated_tokens / max(1e-9, timer.seconds["generation"]),
+        "update/skipped": 0.0,  # 1.0 on the early return above; averaged over ranks under torchrun
         "time/step": total_time,
         **{f"time/{k}": v for k, v in timer.seconds.items()},
         **scored.metrics,
@@ -313,11 +333,16 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
             return {"sampler": task.sampler.state_dict(), "eval_before": eval_before,
                     "train_seconds": prior_seconds + time.time() - train_start}
 
+        def refill_rows(n: int) -> list[dict]:
+            # every rank draws n prompts per rank from the shared stream and keeps its own share
+            total = n * distributed.world_size()
+            return distributed.shard_rows(task.sampler.next_rows(total), total)
+
         nonfinite_in_a_row = 0
         for step in range(start_step, cfg.trainer.steps):
             rows = distributed.shard_rows(task.sampler.next_rows(cfg.rollout.num_prompts), cfg.rollout.num_prompts)
             metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, rows,
-                                       next_rows=task.sampler.next_rows)
+                                       next_rows=refill_rows)
             metrics = distributed.mean_metrics(metrics)  # averaged over data-parallel ranks
             nonfinite_in_a_row = nonfinite_in_a_row + 1 if metrics.get("update/nonfinite_skipped") else 0
             if cfg.trainer.max_nonfinite_updates and nonfinite_in_a_row >= cfg.trainer.max_nonfinite_updates:
