@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU check in one run, for a borrowed GPU machine with no network (about 5 minutes):
 #   bench/generation_engines.py and bench/vs_trl.py on a Qwen2.5-0.5B-shaped model (random weights,
-#   bf16), bench/update_memory.py on it, then tests/test_gpu.py.
+#   bf16), bench/update_memory.py on it, bench/overlap.py with sampling on the GPU, then
+#   tests/test_gpu.py.
 # Wheels that machine lacks (trl, datasets and their small deps) may sit in .whl/ (pip download
 # --no-deps); .whl-extra/pyarrow*.whl is installed only if the machine's pyarrow is older than 24.
 # Logs go to $OUT (default /tmp/gpu-check).
@@ -35,6 +36,9 @@ timeout "${UPDATE_TIMEOUT:-60}" python3 bench/update_memory.py --device cuda --r
 timeout "${VS_TRL_TIMEOUT:-300}" python3 bench/vs_trl.py --device cuda --random-model qwen2.5-0.5b \
     --prompts 8 --group 8 --max-new-tokens 128 --steps 3 --rounds 2 --threads 4 \
     --scratch /tmp/verifrl-vs-trl-gpu 2>&1 | tee "$OUT/vs_trl_gpu.log"
+
+timeout "${OVERLAP_TIMEOUT:-150}" python3 bench/overlap.py --device cuda --steps 10 2>&1 \
+    | tee "$OUT/overlap_gpu.log"
 
 timeout "${TESTS_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider -s tests/test_gpu.py 2>&1 \
     | tee "$OUT/test_gpu.log"
