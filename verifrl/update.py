@@ -126,7 +126,8 @@ def update_policy(
         active = (batch.advantages * batch.completion_mask).abs().sum(1) > 0
         if n_local and not bool(active.any()):
             active[0] = True  # one (zero-gradient) row, so the loss metrics are still computed
-    sums["skipped_rows_frac"] = 1.0 - float(active.float().mean()) if n_local else 0.0
+    if n_local:  # a rank with no rows (dynamic sampling under torchrun) reports no row statistics
+        sums["skipped_rows_frac"] = 1.0 - float(active.float().mean())
     active_rows = active.nonzero().squeeze(1)
     chunks = micro_batches(lengths[active_rows], micro_batch_size)
     # fsdp: every rank must run as many forward/backward passes as the busiest (0 otherwise)
@@ -184,5 +185,6 @@ def update_policy(
         optimizer.zero_grad(set_to_none=True)
     sums["update/nonfinite_skipped"] = 0.0 if finite else 1.0
     sums["grad_norm"] = float(grad_norm)
-    sums["entropy"] = entropy_sum / max(1, entropy_count)
+    if entropy_count:
+        sums["entropy"] = entropy_sum / entropy_count
     return sums
