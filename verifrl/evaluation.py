@@ -38,13 +38,17 @@ def evaluate(
     pass_k_temperature: float = 1.0,
     on_verifier_error: str = "raise",
     correct_threshold: float = 1.0,
+    engine: str = "loop",
+    engine_options: dict | None = None,
 ) -> dict:
     """Greedy accuracy and mean reward (and pass@k when asked) on the given held-out rows.
 
     "Correct" means the first (primary) verifier's score reaches ``correct_threshold``; the mean
-    reward is the weighted sum over all verifiers, as in training.
+    reward is the weighted sum over all verifiers, as in training. ``engine`` samples as in
+    :func:`verifrl.rollout.generate` (the trainer passes ``rollout.engine``).
     """
-    greedy = generate(model, tokenizer, prompts, greedy=True, max_new_tokens=max_new_tokens, chunk_size=chunk_size)
+    greedy = generate(model, tokenizer, prompts, greedy=True, max_new_tokens=max_new_tokens, chunk_size=chunk_size,
+                      engine=engine, engine_options=engine_options)
     scored = score_rollouts(greedy.texts, examples, verifiers, on_verifier_error)
     correct = (scored.scores[:, 0] >= correct_threshold - 1e-9).float()
     result = {
@@ -55,7 +59,8 @@ def evaluate(
     }
     if pass_k:
         sampled = generate(model, tokenizer, prompts, group_size=pass_k, max_new_tokens=max_new_tokens,
-                           temperature=pass_k_temperature, chunk_size=chunk_size, record_logprobs=False)
+                           temperature=pass_k_temperature, chunk_size=chunk_size, record_logprobs=False,
+                           engine=engine, engine_options=engine_options)
         repeated = [e for e in examples for _ in range(pass_k)]
         s_scored = score_rollouts(sampled.texts, repeated, verifiers, on_verifier_error)
         hits = (s_scored.scores[:, 0] >= correct_threshold - 1e-9).view(len(prompts), pass_k).sum(1)  # (P,)

@@ -317,7 +317,8 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
                       progress=cfg.logging.progress and distributed.is_main(), resume=resume)
     (run_dir / "config.json").write_text(json.dumps(config_dict, indent=2, default=str))
     eval_kwargs = dict(max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-                       chunk_size=cfg.rollout.chunk_size, on_verifier_error=cfg.reward.on_verifier_error)
+                       chunk_size=cfg.rollout.chunk_size, on_verifier_error=cfg.reward.on_verifier_error,
+                       engine=cfg.rollout.engine, engine_options=_engine_options(cfg))
     try:
         eval_before = trainer_state.get("eval_before")
         if eval_before is None and cfg.eval.before:
@@ -437,7 +438,8 @@ def evaluate_checkpoint(cfg: Config, checkpoint: Path, log=print) -> dict:
                           max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
                           chunk_size=cfg.rollout.chunk_size, pass_k=cfg.eval.pass_k,
                           pass_k_temperature=cfg.eval.pass_k_temperature,
-                          on_verifier_error=cfg.reward.on_verifier_error)
+                          on_verifier_error=cfg.reward.on_verifier_error, engine=cfg.rollout.engine,
+                          engine_options=_engine_options(cfg))
     finally:
         for named in verifiers:
             named.close()
