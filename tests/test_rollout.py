@@ -170,3 +170,16 @@ def test_deferred_stop_checks_keep_greedy_tokens_exact_logprobs_and_reported_tex
     assert torch.allclose(batch.sampler_logprobs[mask], recomputed.detach()[mask], atol=1e-4)
     assert (batch.sampler_logprobs[~mask] == 0).all()
     assert (batch.completion_ids[~mask] == tiny_tokenizer.pad_token_id).all()
+
+
+def test_nan_weights_are_reported_as_diverged_by_every_sampling_engine(tiny_model, tiny_tokenizer):
+    import pytest
+
+    from verifrl.samplers import NonFiniteLogits
+
+    with torch.no_grad():
+        tiny_model.lm_head.weight.fill_(float("nan"))
+    for engine in ("loop", "hf"):
+        with pytest.raises(NonFiniteLogits, match="NaN/inf"):
+            generate(tiny_model, tiny_tokenizer, ["Question: Compute 3 + 4.\nSolution:\n"], group_size=2,
+                     max_new_tokens=4, engine=engine)

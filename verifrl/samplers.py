@@ -89,7 +89,13 @@ def sample_generate(model, enc, eos_ids, pad_id, max_new_tokens, temperature, to
                       temperature=1.0 if record else temperature)
         if record:
             kwargs["logits_processor"] = LogitsProcessorList([recorder])
-    out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs)
+    try:
+        out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs)
+    except RuntimeError as err:  # torch.multinomial's own words for NaN/inf probabilities
+        if "inf" in str(err) and "nan" in str(err):
+            raise NonFiniteLogits(f"the policy's next-token distribution contains NaN/inf ({err}): its weights "
+                                  "have diverged (a learning rate too high, float16 overflow?)") from err
+        raise
     prompt_len = enc["input_ids"].shape[1]
     completion = out[:, prompt_len:].cpu()
     logprobs = None
