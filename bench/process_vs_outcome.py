@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 from verifrl.config import load_config
-from verifrl.evaluation import evaluate
 from verifrl.models import load_policy
 from verifrl.scoring import build_verifiers, score_rollouts
 from verifrl.rollout import generate

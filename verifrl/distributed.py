@@ -96,15 +96,6 @@ def shard_rows(rows: list, num_prompts: int) -> list:
     return rows[rank()::w]
 
 
-def max_across_ranks(value: int) -> int:
-    """The largest of an integer over ranks (the value itself in one process)."""
-    if not is_initialized():
-        return value
-    buffer = torch.tensor([value], dtype=torch.long, device=_comm_device())
-    dist.all_reduce(buffer, op=dist.ReduceOp.MAX)
-    return int(buffer.item())
-
-
 def _comm_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
