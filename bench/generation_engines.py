@@ -65,7 +65,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scratch", default="/tmp/verifrl-generation-engines")
-    parser.add_argument("--profile", action="store_true", help="also print torch.profiler's top ops of one loop call")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print torch.profiler's top ops of one loop call of 16 tokens")
     args = parser.parse_args()
 
     import torch
@@ -117,8 +118,9 @@ def main() -> None:
               f"per {args.prompts}x{args.group} completions, |sampler - forward| log-prob max "
               f"{results[engine]['logprob_gap_max']:.2e}", file=sys.stderr)
     if args.profile:
+        # 16 tokens: tracing every CUDA kernel of a long call took over two minutes on an H200
         _profile(lambda: generate(policy, tokenizer, prompts, group_size=args.group,
-                                  max_new_tokens=args.max_new_tokens, temperature=1.0), device)
+                                  max_new_tokens=min(16, args.max_new_tokens), temperature=1.0), device)
     import transformers
 
     settings = {"device": args.device, "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
