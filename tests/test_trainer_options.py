@@ -221,6 +221,22 @@ def _steps_metrics(*overrides, steps=2):
     return out
 
 
+@pytest.mark.parametrize("setting, expected", [(None, 0), ("true", 1), ("false", 0)])
+def test_overlap_default_is_off_for_a_policy_on_the_cpu(monkeypatch, setting, expected):
+    import verifrl.trainer as trainer
+
+    built = []
+
+    class Counting(trainer.StreamingScorer):
+        def __init__(self, *args, **kwargs):
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "StreamingScorer", Counting)
+    _steps_metrics(*([f"reward.overlap_verification={setting}"] if setting else []), steps=1)
+    assert len(built) == expected
+
+
 @pytest.mark.parametrize("extra", [("advantage.mode=outcome+process",),
                                    ("rollout.dynamic_sampling=refill", "rollout.chunk_size=5",
                                     "rollout.group_size=2", "reward.overlong_cache_length=4")])

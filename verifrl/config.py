@@ -149,8 +149,10 @@ class RewardConfig:
     """Exclude completions cut by the length limit from the loss (they still count in group stats)."""
     on_verifier_error: Literal["raise", "zero"] = "raise"
     """A verifier that raises: stop the run (raise) or score 0 and count it (zero)."""
-    overlap_verification: bool = True
-    """Verify completions on a background thread as they finish, while the rest are still sampled."""
+    overlap_verification: bool | None = None
+    """Verify completions on a background thread as they finish, while the rest are still sampled.
+    None (null): on when the policy samples on a GPU, off on a CPU, where the checks compete with
+    sampling for the cores (2-4 % slower per step on 2 cores, bench/overlap.py)."""
 
 
 @dataclass

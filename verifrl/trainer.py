@@ -141,6 +141,9 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
     """
     timer = StageTimer()
     G = cfg.rollout.group_size
+    overlap = cfg.reward.overlap_verification
+    if overlap is None:
+        overlap = next(policy.parameters()).device.type == "cuda"
     generated_tokens = 0  # over every generation round of the step (refill rounds too)
 
     def sample(rows: list[dict]):
@@ -150,7 +153,7 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         # overlap: rows are verified on a background thread as they finish; "generation" then includes
         # the overlapped checks and "verification" is only the wait for those left after sampling
         scorer = (StreamingScorer(verifiers, examples, cfg.reward.on_verifier_error)
-                  if cfg.reward.overlap_verification else None)
+                  if overlap else None)
         with scorer or nullcontext():
             with timer("generation"):
                 batch = generate(policy, tokenizer, prompts, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens,
