@@ -183,3 +183,10 @@ def test_nan_weights_are_reported_as_diverged_by_every_sampling_engine(tiny_mode
         with pytest.raises(NonFiniteLogits, match="NaN/inf"):
             generate(tiny_model, tiny_tokenizer, ["Question: Compute 3 + 4.\nSolution:\n"], group_size=2,
                      max_new_tokens=4, engine=engine)
+
+
+def test_an_unknown_engine_is_an_error_not_a_fallback(tiny_model, tiny_tokenizer):
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown rollout engine 'lop'"):
+        generate(tiny_model, tiny_tokenizer, ["Question: Compute 3 + 4.\nSolution:\n"], engine="lop")

@@ -47,6 +47,8 @@ class RolloutBatch:
         return self.completion_ids.shape[0]
 
 
+ENGINES = ("loop", "hf", "cb", "vllm")
+
 FinishedCallback = Callable[[list[int], list[str]], None]
 """``on_finished(rows, texts)``: rows (indices into the whole ``generate`` call) whose completions are final."""
 
@@ -111,6 +113,8 @@ def generate(
     Returns:
         RolloutBatch with N = P * group_size rows, prompt p's samples contiguous.
     """
+    if engine not in ENGINES:  # a typo must not silently fall back to another sampler
+        raise ValueError(f"unknown rollout engine {engine!r}; have {', '.join(ENGINES)}")
     was_training = model.training
     model.eval()
     eos_ids = eos_token_ids(model, tokenizer)
