@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from examples.custom_verifier import concise_answer
 from tests.conftest import tiny_model_overrides
@@ -72,6 +73,10 @@ def test_training_stops_clearly_after_repeated_nonfinite_updates(tmp_path, capsy
     assert "NaN/inf gradient" in capsys.readouterr().err
     records = [json.loads(line) for line in (tmp_path / "nan" / "metrics.jsonl").read_text().splitlines()]
     assert [r["update/nonfinite_skipped"] for r in records if "update/nonfinite_skipped" in r] == [0.0, 1.0, 1.0]
+    # nothing lost: the last finite weights are a checkpoint the run can resume from
+    assert (tmp_path / "nan" / "checkpoints" / "latest").read_text() == "step-3"
+    weights = torch.load(tmp_path / "nan" / "checkpoints" / "step-3" / "model.pt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
 
 
 def test_diverged_weights_stop_the_run_with_a_clear_error(tmp_path, capsys):

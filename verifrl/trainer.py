@@ -349,12 +349,6 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
                                        next_rows=refill_rows)
             metrics = distributed.mean_metrics(metrics)  # averaged over data-parallel ranks
             nonfinite_in_a_row = nonfinite_in_a_row + 1 if metrics.get("update/nonfinite_skipped") else 0
-            if cfg.trainer.max_nonfinite_updates and nonfinite_in_a_row >= cfg.trainer.max_nonfinite_updates:
-                tracker.log(step, metrics)
-                raise NonFiniteTraining(
-                    f"{nonfinite_in_a_row} updates in a row had a NaN/inf gradient (last at step {step}); they were "
-                    f"skipped, and the run stops here with its last checkpoint intact. Usual causes: a learning rate "
-                    f"too high, float16 overflow, or a verifier returning NaN rewards (see metrics.jsonl)")
             metrics["lr"] = scheduler.get_last_lr()[0]
             scheduler.step()
             if cfg.eval.every_steps and (step + 1) % cfg.eval.every_steps == 0 and step + 1 < cfg.trainer.steps:
@@ -364,9 +358,18 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
             tracker.log(step, metrics)
             if cfg.logging.sample_table_every and step % cfg.logging.sample_table_every == 0:
                 tracker.log_samples(step, samples)
-            if cfg.checkpoint.every_steps and (step + 1) % cfg.checkpoint.every_steps == 0:
+            diverging = bool(cfg.trainer.max_nonfinite_updates) and \
+                nonfinite_in_a_row >= cfg.trainer.max_nonfinite_updates
+            if diverging or (cfg.checkpoint.every_steps and (step + 1) % cfg.checkpoint.every_steps == 0):
+                # diverging: the skipped updates left the weights finite, so they are saved, not lost
                 save_checkpoint(run_dir, step + 1, policy, optimizer, scheduler, state(step + 1), config_dict,
                                 cfg.checkpoint.keep_last)
+            if diverging:
+                raise NonFiniteTraining(
+                    f"{nonfinite_in_a_row} updates in a row had a NaN/inf gradient (last at step {step}); they were "
+                    f"skipped, and the run stops here. The weights, still finite, are saved as checkpoint step-"
+                    f"{step + 1} (continue with --resume, e.g. with a lower trainer.lr). Usual causes: a learning "
+                    f"rate too high, float16 overflow, NaN log-probs (see metrics.jsonl)")
         if cfg.trainer.steps > start_step or not cfg.checkpoint.every_steps:
             save_checkpoint(run_dir, cfg.trainer.steps, policy, optimizer, scheduler, state(cfg.trainer.steps),
                             config_dict, cfg.checkpoint.keep_last)
