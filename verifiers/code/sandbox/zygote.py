@@ -1,44 +1,59 @@
-"""The zygote: a clean, warm interpreter that forks one sandboxed run per request.
+"""The zygotes: clean, warm interpreters that fork one sandboxed process per side of a run.
 
 Place: started by :class:`verifiers.code.pool.SandboxPool` as ``python -I -S zygote.py <tag>``
-with an empty environment, so it holds no secrets, no dataset and no expected values -- only
-the program and test *inputs* of the request in hand. It speaks length-prefixed JSON on the
-pipes it was started with (its own stdin/stdout, moved to private fds at start-up).
+with an empty environment. It speaks length-prefixed JSON on the pipes it was started with (its
+own stdin/stdout, moved to private fds at start-up).
 
-Per request it forks a **supervisor** (trusted code), which enters the namespaces when they are
-in force and forks the **candidate** process; the candidate applies rlimits, Landlock and seccomp
-before executing a single byte of the program. The supervisor enforces the wall-clock deadline,
-caps the captured output, kills the candidate (its whole pid namespace, or its process group plus
-every orphan it left, collected as child subreaper) and reports raw outputs back. The zygote
-itself is also a child subreaper, removes the scratch directory and kills anything still alive
-after each run, so nothing outlives a request even if the supervisor was killed.
+Two zygotes per slot, so that the candidate never shares memory with a test:
+
+- the **test zygote** (this process) receives each job, tests included, and forks the *test*
+  process (``testside.py``);
+- the **candidate zygote**, forked from it at start-up *before any job was read*, receives only
+  programs (and pipe ends, by SCM_RIGHTS) and forks the *candidate* process
+  (``candidate.py``). Its memory never held a test or an expected value, so neither does any
+  candidate forked from it, even as freed heap.
+
+Each side is forked through a **supervisor** (trusted code): it enters the namespaces when they
+are in force, forks the sandboxed process, which applies rlimits, Landlock and seccomp before
+running anything else, enforces the wall-clock deadline, caps captured output, kills the process
+(its whole pid namespace, or its process group plus every orphan, collected as child subreaper)
+and reports raw outputs. In a function run the two processes talk over a pipe pair that nothing
+else holds; the candidate's supervisor also watches an *alive* pipe held by the test side's
+supervisor and kills the candidate as soon as the test side is done.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
 import shutil
 import signal
+import socket
 import struct
 import sys
+import sysconfig
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import harness  # noqa: E402
+import candidate  # noqa: E402
 import isolation  # noqa: E402
+import testside  # noqa: E402
+import values  # noqa: E402
 
-# Modules candidates commonly import: loaded once here, so the import is free after each fork.
+# Modules candidates and suites commonly import: loaded once here, so the import is free after a fork.
 for _name in ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
-              "random", "operator", "copy", "fractions", "decimal", "statistics", "typing", "array"):
+              "random", "operator", "copy", "fractions", "decimal", "statistics", "typing", "array",
+              "unittest", "inspect", "hashlib"):
     __import__(_name)
 
 STDERR_KEEP = 16 * 1024
-CHANNEL_FD = 3
+PRIVATE_FDS: list[int] = []  # this zygote's own channels: closed in everything it forks
+SITE_PACKAGES = sysconfig.get_paths()["purelib"]  # test code may `import pytest`; candidates get stdlib only
 
 
 def _send(fd: int, obj: dict) -> None:
@@ -83,61 +98,72 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def kill_descendants(timeout: float = 5.0) -> None:
-    """SIGKILL every child of this (subreaper) process until none is left, reaping them.
+def kill_descendants(timeout: float = 5.0, keep: int | None = None) -> None:
+    """SIGKILL every child of this (subreaper) process but ``keep`` until none is left, reaping them.
 
     Orphans of killed processes are re-parented to us, hence the loop.
     """
     end = time.monotonic() + timeout
     while True:
-        for kid in _children(os.getpid()):
+        kids = [k for k in _children(os.getpid()) if k != keep]
+        for kid in kids:
             try:
                 os.kill(kid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+        for kid in kids:
+            try:
+                os.waitpid(kid, 0)
+            except ChildProcessError:
                 pass
-        except ChildProcessError:
+        if not kids or time.monotonic() > end:
             return
-        if time.monotonic() > end:
-            return
-        time.sleep(0.001)
 
 
-# --------------------------------------------------------------------------- candidate process
+# --------------------------------------------------------------------------- sandboxed processes
 
-def _candidate(job: dict, scratch: str, fds: tuple[int, int, int, int]) -> None:
-    """Runs in the forked candidate process; never returns."""
-    try:
-        os.setsid()
-        isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
-        for target, fd in enumerate(fds):
-            os.dup2(fd, target)
-        os.closerange(CHANNEL_FD + 1, 1 << 16)  # above all: the zygote's pipes to the trainer
-        os.chdir(scratch)
-        os.environ.clear()
-        os.environ.update(HOME=scratch, TMPDIR=scratch, PATH="/usr/bin:/bin", LANG="C.UTF-8")
-        tempfile.tempdir = scratch
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write raises instead of killing
-        layers = job["layers"]
-        isolation.apply_rlimits(job["memory"], job["cpu"], job["fsize"], job["nofile"], job["nproc"])
-        if "landlock" in layers:
-            isolation.apply_landlock(_readonly_paths(), [scratch])
-        if "seccomp" in layers:
-            isolation.apply_seccomp()
-    except BaseException as exc:
-        os.write(2, f"sandbox setup failed: {exc!r}\n".encode())
-        os._exit(125)
+def _isolate(job: dict, scratch: str, fds: list[int]) -> None:
+    """In the freshly forked child: fds 0.. = ``fds``, scrubbed environment, then every layer."""
+    os.setsid()
+    isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 256) for fd in fds]  # first out of the way, so no target clobbers a source
+    for target, fd in enumerate(high):
+        os.dup2(fd, target)
+    os.closerange(len(fds), 1 << 16)  # above all: the zygote's pipes to the trainer
+    os.chdir(scratch)
+    os.environ.clear()
+    os.environ.update(HOME=scratch, TMPDIR=scratch, PATH="/usr/bin:/bin", LANG="C.UTF-8")
+    tempfile.tempdir = scratch
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write raises instead of killing
+    layers = job["layers"]
+    isolation.apply_rlimits(job["memory"], job["cpu"], job["fsize"], job["nofile"], job["nproc"])
+    if "landlock" in layers:
+        isolation.apply_landlock(_readonly_paths(), [scratch])
+    if "seccomp" in layers:
+        isolation.apply_seccomp()
+
+
+def _candidate_main(job: dict) -> None:
+    """The candidate process: fd 0 stdin, 1 stdout, 2 stderr; in function mode 3 = calls in, 4 = replies out."""
     if job["mode"] == "stdio":
-        os._exit(harness.run_stdio(job["source"]))
-    harness.run_function(job["source"], job["probes"], job["secret"], CHANNEL_FD, job["call_timeout"])
+        os._exit(candidate.run_stdio(job["source"]))
+    candidate.serve(job["source"], 3, 4, job["call_timeout"], job["max_value_bytes"])
+    os._exit(0)
+
+
+def _test_main(job: dict) -> None:
+    """The test process: fd 3 = results out; in function mode 4 = calls out, 5 = replies in."""
+    sys.path.append(SITE_PACKAGES)
+    if job["mode"] == "judge":
+        testside.run_judge(job["test"], 3)
+    else:
+        testside.run_function_suite(job["test"], 3, 4, 5)
     os._exit(0)
 
 
 # --------------------------------------------------------------------------- supervisor process
 
-def _stdin_fd(data: bytes) -> int:
+def _memfd(data: bytes) -> int:
     fd = os.memfd_create("stdin", 0)
     view = memoryview(data)
     while view:
@@ -146,28 +172,58 @@ def _stdin_fd(data: bytes) -> int:
     return fd
 
 
-def _supervise(job: dict, scratch: str) -> dict:
+def _supervise(job: dict, scratch: str, role: str, link: list[int], watch: int | None) -> dict:
+    """Fork the sandboxed process of ``role`` ("candidate" | "test"), watch it, report raw outputs.
+
+    ``link``: the pipe ends it gets as fds 3.. (besides the results pipe of the test side);
+    ``watch``: a pipe read end whose hang-up means "the other side is done, stop now".
+    """
     isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
     namespaces = "namespaces" in job["layers"]
     if namespaces:
         isolation.enter_namespaces(scratch, job["tmpfs"])
     else:
         isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)
-    stdin = _stdin_fd(base64.b64decode(job.get("stdin_b64", "")))
-    pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, channel
+    devnull = os.open(os.devnull, os.O_RDWR)
+    capture_stdout = role == "candidate" and job["mode"] == "stdio"
+    stdin = _memfd(base64.b64decode(job.get("stdin_b64", ""))) if capture_stdout else devnull
+    out = os.pipe() if capture_stdout else None
+    err = os.pipe()
+    chan = os.pipe() if role == "test" else None
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        _candidate(job, scratch, (stdin, pipes[0][1], pipes[1][1], pipes[2][1]))
-    os.close(stdin)
-    for _, w in pipes:
-        os.close(w)
+        try:
+            fds = [stdin, out[1] if out else devnull, err[1]]
+            fds += ([chan[1]] if chan else []) + link
+            _isolate(job, scratch, fds)
+        except BaseException as exc:
+            os.write(2, f"sandbox setup failed: {exc!r}\n".encode())
+            os._exit(125)
+        if role == "candidate":
+            _candidate_main(job)
+        _test_main(job)
+    for fd in [stdin, devnull, err[1]] + ([out[1]] if out else []) + ([chan[1]] if chan else []) + link:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     pidfd = os.pidfd_open(pid)
-    readers = {pipes[0][0]: "stdout", pipes[1][0]: "stderr", pipes[2][0]: "channel"}
+    readers = {err[0]: "stderr"}
+    if out:
+        readers[out[0]] = "stdout"
+    if chan:
+        readers[chan[0]] = "channel"
     bufs = {"stdout": bytearray(), "stderr": bytearray(), "channel": bytearray()}
     cap = job["max_output"]
-    deadline = start + job["timeout"]
-    timed_out = output_limit = False
+    deadline = start + job["timeout"] + (0.5 if role == "candidate" else 0.0)
+    timed_out = output_limit = cancelled = False
+    poller = select.poll()
+    for fd in readers:
+        poller.register(fd, select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    if watch is not None:
+        poller.register(watch, 0)  # only POLLHUP: the test side's supervisor has exited
 
     def take(fd: int, chunk: bytes) -> bool:
         """Store a chunk; False once the stdout/channel cap is exceeded."""
@@ -180,24 +236,26 @@ def _supervise(job: dict, scratch: str) -> dict:
         return len(buf) <= cap
 
     exited = False
-    while not exited and not output_limit:
+    while not exited and not output_limit and not cancelled:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             timed_out = True
             break
-        ready, _, _ = select.select(list(readers) + [pidfd], [], [], remaining)
-        for fd in ready:
+        for fd, _ in poller.poll(remaining * 1000):
             if fd == pidfd:
                 exited = True
-                continue
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                del readers[fd]
-                os.close(fd)
-            elif not take(fd, chunk):
-                output_limit = True
+            elif fd == watch:
+                cancelled = True
+            elif fd in readers:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    poller.unregister(fd)
+                    del readers[fd]
+                    os.close(fd)
+                elif not take(fd, chunk):
+                    output_limit = True
     wall = time.monotonic() - start
-    for target in (pid, -pid):  # the candidate (pid 1 of its namespace), then its process group
+    for target in (pid, -pid):  # the process (pid 1 of its namespace), then its process group
         try:
             os.kill(target, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -218,9 +276,10 @@ def _supervise(job: dict, scratch: str) -> dict:
         os.close(fd)
     return {
         "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) and not cancelled else None,
         "timed_out": timed_out,
         "output_limit": output_limit,
+        "cancelled": cancelled,
         "wall": wall,
         "stdout_b64": base64.b64encode(bytes(bufs["stdout"][:cap])).decode(),
         "stderr_b64": base64.b64encode(bytes(bufs["stderr"])).decode(),
@@ -228,18 +287,18 @@ def _supervise(job: dict, scratch: str) -> dict:
     }
 
 
-# --------------------------------------------------------------------------- zygote loop
-
-def _run(job: dict, private_fds: tuple[int, int], scratch_base: str, tag: str) -> dict:
+def _launch(job: dict, role: str, link: list[int], watch: int | None, scratch_base: str,
+            tag: str) -> tuple[int, int, str]:
+    """Fork the supervisor of one side; returns (its pid, the read end of its report, scratch)."""
     scratch = tempfile.mkdtemp(prefix=f"{tag}-", dir=scratch_base)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        for fd in private_fds:
+        for fd in PRIVATE_FDS:
             os.close(fd)
         try:
-            result = _supervise(job, scratch)
+            result = _supervise(job, scratch, role, link, watch)
         except BaseException as exc:
             result = {"error": f"supervisor failed: {exc!r}"}
         data = json.dumps(result).encode()
@@ -247,9 +306,12 @@ def _run(job: dict, private_fds: tuple[int, int], scratch_base: str, tag: str) -
             data = data[os.write(w, data):]
         os._exit(0)
     os.close(w)
-    # Backstop only: the supervisor has its own deadline; this catches a supervisor the candidate
-    # managed to stop or kill (possible at the portable level, where they share a uid).
-    backstop = time.monotonic() + job["timeout"] + 10.0
+    return pid, r, scratch
+
+
+def _collect(r: int, scratch: str, timeout: float, keep: int | None) -> dict:
+    """Read a supervisor's report (backstop ``timeout``), then clean up everything it left."""
+    backstop = time.monotonic() + timeout
     data = bytearray()
     while True:
         remaining = backstop - time.monotonic()
@@ -261,12 +323,111 @@ def _run(job: dict, private_fds: tuple[int, int], scratch_base: str, tag: str) -
             break
         data += chunk
     os.close(r)
-    kill_descendants()
+    kill_descendants(keep=keep)
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         return json.loads(data)
     except ValueError:
-        return {"error": "the supervisor died without a report (killed by the candidate?)"}
+        return {"error": "the supervisor died without a report (killed by the sandboxed process?)"}
+
+
+# --------------------------------------------------------------------------- candidate zygote
+
+def _send_msg(sock: socket.socket, obj: dict, fds: list[int] = ()) -> None:
+    data = json.dumps(obj).encode()
+    socket.send_fds(sock, [struct.pack(">I", len(data))], list(fds))
+    sock.sendall(data)
+
+
+def _recv_msg(sock: socket.socket) -> tuple[dict | None, list[int]]:
+    head, fds, _, _ = socket.recv_fds(sock, 4, 8)
+    while head and len(head) < 4:
+        more = sock.recv(4 - len(head))
+        if not more:
+            return None, fds
+        head += more
+    if len(head) < 4:
+        return None, fds
+    size = struct.unpack(">I", head)[0]
+    body = bytearray()
+    while len(body) < size:
+        chunk = sock.recv(min(size - len(body), 1 << 20))
+        if not chunk:
+            return None, fds
+        body += chunk
+    return json.loads(body), fds
+
+
+def candidate_zygote(sock: socket.socket, scratch_base: str, tag: str) -> None:
+    """Serve candidate runs: ``{"job"}`` + fds [calls in, replies out, alive] (function mode)."""
+    isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)
+    isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
+    while True:
+        try:
+            job, fds = _recv_msg(sock)
+        except (OSError, ValueError):
+            return
+        if job is None:
+            return
+        link, watch = (fds[:2], fds[2]) if len(fds) == 3 else ([], None)
+        pid, r, scratch = _launch(job, "candidate", link, watch, scratch_base, tag)
+        for fd in fds:
+            os.close(fd)
+        _send_msg(sock, _collect(r, scratch, job["timeout"] + 10.0, None))
+
+
+# --------------------------------------------------------------------------- test zygote
+
+class Zygote:
+    def __init__(self, tag: str, scratch_base: str) -> None:
+        self.tag, self.scratch_base = tag, scratch_base
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            mine.close()
+            for fd in PRIVATE_FDS:
+                os.close(fd)
+            PRIVATE_FDS[:] = [theirs.fileno()]
+            try:
+                candidate_zygote(theirs, scratch_base, tag)
+            finally:
+                os._exit(0)
+        theirs.close()
+        PRIVATE_FDS.append(mine.fileno())
+        self.sock, self.candidate_zygote_pid = mine, pid
+
+    def _candidate(self, job: dict, fds: list[int]) -> None:
+        _send_msg(self.sock, {k: v for k, v in job.items() if k != "test"}, fds)
+
+    def _candidate_report(self, timeout: float) -> dict:
+        self.sock.settimeout(timeout)
+        try:
+            report, _ = _recv_msg(self.sock)
+        except (OSError, ValueError):
+            report = None
+        if report is None:
+            return {"error": "the candidate zygote stopped answering"}
+        return report
+
+    def run(self, job: dict) -> dict:
+        backstop = job["timeout"] + 10.0
+        if job["mode"] == "stdio":
+            self._candidate(job, [])
+            return {"candidate": self._candidate_report(backstop)}
+        if job["mode"] == "judge":
+            pid, r, scratch = _launch(job, "test", [], None, self.scratch_base, self.tag)
+            return {"test": _collect(r, scratch, backstop, self.candidate_zygote_pid)}
+        calls_r, calls_w = os.pipe()
+        replies_r, replies_w = os.pipe()
+        alive_r, alive_w = os.pipe()
+        self._candidate(job, [calls_r, replies_w, alive_r])
+        for fd in (calls_r, replies_w, alive_r):
+            os.close(fd)
+        pid, r, scratch = _launch(job, "test", [calls_w, replies_r], None, self.scratch_base, self.tag)
+        for fd in (calls_w, replies_r, alive_w):  # the test supervisor holds the only alive_w now
+            os.close(fd)
+        test = _collect(r, scratch, backstop, self.candidate_zygote_pid)
+        return {"test": test, "candidate": self._candidate_report(backstop)}
 
 
 def main() -> None:
@@ -281,10 +442,13 @@ def main() -> None:
     tag = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1].replace("-", "").isalnum() else "verifrl-sbx"
     scratch_base = tempfile.gettempdir()
     layers = isolation.probe_layers(scratch_base)
+    PRIVATE_FDS[:] = [req, rep]
+    zygote = Zygote(tag, scratch_base)  # forks the candidate zygote now, before any job was read
     _send(rep, {"hello": True, "layers": layers, "landlock_abi": isolation.landlock_abi(),
-                "pid": os.getpid(), "python": sys.version.split()[0]})
+                "pid": os.getpid(), "candidate_zygote_pid": zygote.candidate_zygote_pid,
+                "python": sys.version.split()[0]})
     while (job := _recv(req)) is not None:
-        _send(rep, _run(job, (req, rep), scratch_base, tag))
+        _send(rep, zygote.run(job))
 
 
 if __name__ == "__main__":
