@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import builtins
 import json
 import random
 from pathlib import Path
@@ -33,16 +34,16 @@ MBPP_PROMPT = "{text}\nYour code should pass these tests:\n\n{tests}\n\nWrite th
 
 
 def _called_function(assert_text: str) -> str | None:
-    """Name of the first function called inside an assert (MBPP has no entry_point column)."""
+    """Name of the first non-builtin function called in an assert (MBPP has no entry_point column)."""
     try:
         tree = ast.parse(assert_text.strip())
     except SyntaxError:
         return None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id not in (
-                "set", "sorted", "list", "tuple", "abs", "isclose", "len", "frozenset", "str", "int", "float"):
-            return node.func.id
-    return None
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+             and not hasattr(builtins, node.func.id) and node.func.id != "isclose"]
+    if not calls:
+        return None
+    return min(calls, key=lambda n: (n.lineno, n.col_offset)).func.id
 
 
 def _suite_ok(tests: dict) -> bool:

@@ -155,6 +155,68 @@ ATTACKS = [
     ("ptrace_parent",
      "import ctypes, os\ndef f():\n    libc = ctypes.CDLL(None, use_errno=True)\n"
      "    return 'attached' if libc.ptrace(16, SENTINEL, 0, 0) == 0 else 'no'\n", fn("attached")),
+    # ---- against the split between the test process and the candidate's process
+    ("huge_return_value", "def f(): return 'x' * (64 << 20)\n", fn("x")),
+    ("huge_list_return_value", "def f(): return list(range(5 * 10**6))\n", fn([0])),
+    ("deeply_nested_return_value",
+     "def f():\n    x = []\n    for _ in range(10**5):\n        x = [x]\n    return x\n", fn([[]])),
+    ("generator_return", "def f(): return (i for i in range(3))\n", fn([0, 1, 2])),
+    ("reduce_runs_code",
+     "import os\nclass R:\n    def __reduce__(self):\n        return (os.system, ('echo pwned > ' + CANARY,))\n"
+     "def f(): return R()\n", fn("R")),
+    ("recursive_structure", "def f():\n    x = []\n    x.append(x)\n    return x\n", fn([[]])),
+    ("mimic_channel_frames",
+     "import json, os, struct, sys\n"
+     "def frame(o):\n    d = json.dumps(o).encode()\n    return struct.pack('>I', len(d)) + d\n"
+     "def f():\n    forged = [frame({'ok': True, 'names': ['f']}), frame({'u': 0, 's': 'ok'}),\n"
+     "              b'{\"u\": 0, \"s\": \"ok\", \"d\": \"\"}\\n' * 4]\n"
+     "    for fd in range(0, 64):\n        for data in forged:\n            try:\n                os.write(fd, data)\n"
+     "            except OSError:\n                pass\n    print(*forged)\n    sys.stdout.flush()\n    return 'no'\n",
+     {"entry_point": "f", "asserts": [f"assert f() == {SECRET!r}"],
+      "test": f"def check(candidate):\n    assert candidate() == {SECRET!r}\n"}),
+    ("always_equal_against_asserts",
+     "class Eq:\n    def __eq__(self, o): return True\n    def __ne__(self, o): return False\n"
+     "    def __bool__(self): return True\n    __hash__ = object.__hash__\n"
+     "def f(*a): return Eq()\n",
+     {"entry_point": "f", "asserts": ["assert f(1) == 'a'", "assert f(2)"],
+      "test": "def check(candidate):\n    assert candidate(3) == [1]\n    assert candidate(4) is not None and candidate(4) == 2\n"}),
+    ("str_subclass_against_check",
+     "class S(str):\n    def __eq__(self, o): return True\n    __hash__ = str.__hash__\n"
+     "def f(x): return S('nope')\n",
+     {"entry_point": "f", "test": "def check(candidate):\n    assert candidate(1) == 'hello'\n"}),
+    ("patched_builtins_against_check",
+     "import builtins\nbuiltins.isinstance = lambda *a: True\nbuiltins.len = lambda o: 3\n"
+     "builtins.sorted = lambda *a, **k: [1, 2, 3]\nbuiltins.abs = lambda x: 0\n"
+     "def f(x): return None\n",
+     {"entry_point": "f", "test": "def check(candidate):\n    assert len(candidate(1)) == 3\n"
+                                 "    assert sorted(candidate(2)) == [1, 2, 3]\n    assert abs(candidate(3) - 2.5) < 1e-6\n"}),
+    ("frame_peek_for_test_constants",
+     "import gc, sys\n"
+     "def hunt():\n    seen = []\n    f = sys._getframe()\n    while f:\n        seen += [c for c in f.f_code.co_consts if isinstance(c, str)]\n"
+     "        seen += [v for v in list(f.f_locals.values()) + list(f.f_globals.values()) if isinstance(v, str)]\n"
+     "        f = f.f_back\n    for o in gc.get_objects():\n        if isinstance(o, dict):\n"
+     "            seen += [v for v in o.values() if isinstance(v, str)]\n"
+     "        elif isinstance(o, (list, tuple)):\n            seen += [v for v in o if isinstance(v, str)]\n"
+     "    for s in seen:\n        if 's3cr3t-' in s:\n            i = s.index('s3cr3t-')\n            return s[i:i + 13]\n"
+     "def f(): return hunt()\n",
+     {"entry_point": "f", "test": "WANT = 's3cr3t-7f1d0c'\ndef check(candidate):\n    assert candidate() == WANT\n",
+      "asserts": ["assert f() == 's3cr3t-7f1d0c'"], "setup": "EXPECTED = 's3cr3t-7f1d0c'"}),
+    ("scan_memory_of_any_process_for_tests",
+     "import os, re\ndef f():\n    for pid in ['self'] + [p for p in os.listdir('/proc') if p.isdigit()]:\n        try:\n"
+     "            maps = open(f'/proc/{pid}/maps').read().splitlines()\n            mem = open(f'/proc/{pid}/mem', 'rb')\n"
+     "        except OSError:\n            continue\n        for line in maps:\n            lo, hi = (int(x, 16) for x in line.split()[0].split('-'))\n"
+     "            if 'rw' not in line.split()[1] or hi - lo > 1 << 28:\n                continue\n            try:\n"
+     "                mem.seek(lo)\n                m = re.search(rb's3cr3t-\\w{6}', mem.read(hi - lo))\n            except (OSError, ValueError):\n"
+     "                continue\n            if m:\n                return m.group().decode()\n",
+     {"entry_point": "f", "test": "def check(candidate):\n    assert candidate() == 's3cr3t-7f1d0c'\n"}),
+    ("exit_zero_at_import_against_check", "exit(0)\ndef f(x): return x\n",
+     {"entry_point": "f", "test": "def check(candidate):\n    assert candidate(1) == 1\n"}),
+    ("exit_zero_in_call_against_check", "import sys\ndef f(x): sys.exit(0)\n",
+     {"entry_point": "f", "test": "def check(candidate):\n    assert candidate(1) == 1\n"}),
+    ("swallowed_failure_in_check",
+     "import time\ndef f(x):\n    if x < 0:\n        while True: pass\n    return x\n",
+     {"entry_point": "f", "test": "def check(candidate):\n    try:\n        candidate(-1)\n    except:\n        pass\n"
+                                 "    else:\n        assert False\n    assert candidate(1) == 1 and False\n"}),
     ("unshare_escape",
      "import ctypes\ndef f():\n    libc = ctypes.CDLL(None, use_errno=True)\n"
      "    return 'escaped' if libc.unshare(0x10000000 | 0x40000000) == 0 else 'no'\n", fn("escaped")),
@@ -247,6 +309,35 @@ def test_attack_earns_nothing_and_harms_nothing(verifier, host, monkeypatch, nam
     _assert_host_untouched(host, verifier, before)
 
 
+def test_candidate_memory_never_holds_the_tests_even_at_the_portable_level():
+    """The candidate zygote forked before any job arrived: scanning the candidate's own memory
+    (possible at every level) finds no test source or expected value, though the tests ran before."""
+    scan_self = ("import re\ndef f():\n    maps = open('/proc/self/maps').read().splitlines()\n"
+                 "    mem = open('/proc/self/mem', 'rb')\n    for line in maps:\n"
+                 "        lo, hi = (int(x, 16) for x in line.split()[0].split('-'))\n"
+                 "        if 'rw' not in line.split()[1] or hi - lo > 1 << 28:\n            continue\n        try:\n"
+                 "            mem.seek(lo)\n            m = re.search(rb's3cr3t-\\w{6}', mem.read(hi - lo))\n"
+                 "        except (OSError, ValueError):\n            continue\n        if m:\n            return m.group().decode()\n"
+                 "    return 'scanned'\n")
+    tests = {"entry_point": "f", "test": f"def check(candidate):\n    assert candidate() == {SECRET!r}\n"}
+    with CodeVerifier(timeout=5.0, workers=1, isolation="portable") as v:
+        for _ in range(2):  # the second run's zygotes have served a job holding the secret
+            result = v.verify_program(scan_self, tests)
+            assert result.score == 0.0 and result.info["tests"][0]["detail"] == "assertion failed", result.info
+        probe = v.verify_program(scan_self, {"entry_point": "f", "asserts": ["assert f() == 'scanned'"]})
+        assert probe.score == 1.0, probe.info  # the scan itself works: it just finds nothing
+
+
+def test_a_suite_calling_the_candidate_a_million_times_is_cut_at_the_deadline(verifier):
+    tests = {"entry_point": "f", "test": "def check(candidate):\n    for i in range(10**6):\n        assert candidate(i) == i\n",
+             "asserts": ["assert f(1) == 1"]}
+    start = time.monotonic()
+    result = verifier.verify_program("def f(x):\n    return x\n", tests)
+    elapsed = time.monotonic() - start
+    assert elapsed < TIMEOUT + 5.0, elapsed
+    assert [t["status"] for t in result.info["tests"]] == ["ok", "timeout"] and result.info["reason"] == "timeout"
+
+
 def test_daemon_cannot_act_after_the_run(verifier, host):
     """The double-fork daemon would write the canary 3 s later if it had survived."""
     before = _digest(host["CANARY"])
@@ -303,7 +394,8 @@ def test_benign_program_earns_full_reward(verifier, name, program, tests):
 
 
 PORTABLE_ATTACKS = ["sys_exit_before_tests", "always_equal_object", "infinite_loop_ignoring_sigterm",
-                    "memory_bomb", "output_flood_stdio", "forge_frames_with_stolen_secret", "ctypes_segfault"]
+                    "memory_bomb", "output_flood_stdio", "forge_frames_with_stolen_secret", "ctypes_segfault",
+                    "frame_peek_for_test_constants", "mimic_channel_frames", "huge_return_value"]
 
 
 def test_portable_level_still_judges_and_cleans_up(host):

@@ -13,7 +13,7 @@ from data.code import load_code_rows, toy_code_rows
 from verifiers import get_verifier
 from verifiers.code import CodeVerifier, SpecError, extract_program, parse_suite
 from verifiers.code.compare import decode, judge, stdout_matches
-from verifiers.code.spec import Expectation, parse_assert
+from verifiers.code.spec import Expectation
 
 
 @pytest.fixture(scope="module")
@@ -23,36 +23,47 @@ def verifier():
 
 
 # ------------------------------------------------------------------ spec
-@pytest.mark.parametrize("text, expr, op, value", [
-    ("assert add(1, 2) == 3", "add(1, 2)", "eq", 3),
-    ("assert 3 == add(1, 2)", "add(1, 2)", "eq", 3),
-    ("assert f(x=[1]) != (1, 2)", "f(x=[1])", "ne", (1, 2)),
-    ("assert set(f(3)) == set([1, 2])", "set(f(3))", "eq", {1, 2}),
-    ("assert f() == float('inf')", "f()", "eq", float("inf")),
-    ("assert f() == -2 ** 10", "f()", "eq", -1024),
-    ("assert is_prime(7)", "is_prime(7)", "truthy", None),
-    ("assert not is_prime(8)", "is_prime(8)", "falsy", None),
-    ("assert math.isclose(area(2), 12.566, rel_tol=0.001)", "area(2)", "approx", 12.566),
-    ("assert abs(area(2) - 12.566) < 0.01", "area(2)", "approx", 12.566),
+def test_any_assert_and_check_and_test_functions_become_named_units():
+    suite = parse_suite({"entry_point": "f", "calls": [{"args": [1], "expected": 2}],
+                         "asserts": ["assert f(1) == g(1)", "for x in range(3):\n    assert f(x) > x"],
+                         "test": "def check(candidate):\n    assert True\n    for x in [1, 2]:\n"
+                                 "        assert abs(candidate(x) - x - 1) < 1e-9, 'msg'\n    assert candidate(0) == 1\n"})
+    assert [u.spec["kind"] for u in suite.units] == ["call", "code", "code", "check_assert", "check_assert"]
+    assert suite.names[3] == "assert abs(candidate(x) - x - 1) < 1e-09"  # `assert True` is no test
+    assert suite.units[0].expect.value == 2 and "expected" not in json.dumps(suite.test_job)
+    assert "g" in suite.test_job["free_names"] and "candidate" not in suite.test_job["free_names"]
+    pytest_suite = parse_suite({"test": "import unittest\nfrom solution import f\ndef test_a():\n    assert f() == 1\n"
+                                        "class TestB:\n    def test_c(self): pass\n    def helper(self): pass\n"
+                                        "class D(unittest.TestCase):\n    def test_e(self): self.assertEqual(f(), 1)\n"})
+    assert pytest_suite.names == ["test_a", "TestB.test_c", "D.test_e"]
+    assert [u.spec["kind"] for u in pytest_suite.units] == ["pytest", "pytest", "unittest"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({}, "no tests"),
+    ({"calls": [{"args": [1], "expected": 1}]}, "calls[0].fn"),
+    ({"entry_point": "f", "calls": [{"args": [1]}]}, "no 'expected'"),
+    ({"entry_point": 5, "calls": [{"args": [1], "expected": 1}]}, "entry_point must be"),
+    ({"entry_point": "f", "calls": [{"args": [1], "expected": 1, "abs_tol": "x"}]}, "abs_tol must be"),
+    ({"entry_point": "f", "calls": [{"args": 1, "expected": 1}]}, "'args' must be a list"),
+    ({"entry_point": "f", "calls": [{"args": [1], "expected": 1, "compare": "fuzzy"}]}, "compare must be"),
+    ({"entry_point": "f", "asserts": ["assert f(1) =="]}, "asserts[0] is not valid Python"),
+    ({"entry_point": "f", "asserts": [3]}, "asserts[0] must be a string"),
+    ({"entry_point": "f", "assert": ["assert f(1)"]}, "unknown keys"),
+    ({"test": "def check(candidate):\n    assert candidate(1)\n"}, "needs an 'entry_point'"),
+    ({"entry_point": "f", "test": "x = 1\n"}, "neither check(candidate)"),
+    ({"cases": []}, "non-empty list"),
+    ({"cases": [{"input": 1, "output": "1"}]}, "string 'input' and 'output'"),
+    ({"cases": [{"input": "", "output": "1"}], "float_tol": "x"}, "float_tol must be"),
+    ({"cases": [{"input": "", "output": "1"}], "checker": "def judge(a, b, c): pass"}, "must define check"),
+    ("not json", "not valid JSON"),
+    ("[1, 2]", "must be a JSON object"),
 ])
-def test_assert_forms_split_into_probe_and_hidden_expectation(text, expr, op, value):
-    probe, expect = parse_assert(text)
-    assert probe == {"expr": expr}
-    assert expect.op == op and expect.value == value
-
-
-@pytest.mark.parametrize("text", ["assert f(1) == g(1)", "assert 1 == 1", "x = 3", "assert f(1) < 3",
-                                  "assert f(1) == 1 or f(1) == 2", "assert f() == (lambda: 1)()"])
-def test_unjudgeable_asserts_are_refused(text):
-    with pytest.raises(SpecError):
-        parse_assert(text)
-
-
-def test_suite_schema_errors():
-    for bad in ({}, {"calls": [{"args": [1], "expected": 1}]}, {"entry_point": "f", "calls": [{"args": [1]}]},
-                "not json", {"cases": []}):
-        with pytest.raises(SpecError):
-            parse_suite(bad)
+def test_malformed_suites_are_one_line_spec_errors(bad, message):
+    with pytest.raises(SpecError, match=message.replace("(", "\\(").replace(")", "\\)").replace("[", "\\[")
+                       .replace("]", "\\]")) as err:
+        parse_suite(bad)
+    assert "\n" not in str(err.value)
     assert len(parse_suite(json.dumps({"cases": [{"input": "", "output": "1"}]}))) == 1
 
 
@@ -64,14 +75,13 @@ def test_suite_schema_errors():
     (True, Expectation("eq", 1), False),
     (1, Expectation("eq", True), False),
     ("3", Expectation("eq", 3), False),
-    ((1, 2), Expectation("eq", [1, 2]), False),  # from an assert: tuple is not list
-    ((1, 2), Expectation("eq", [1, 2], json_mode=True), True),  # from JSON, which has no tuples
+    ((1, 2), Expectation("eq", [1, 2], json_mode=False), False),  # strict: a tuple is not a list
+    ((1, 2), Expectation("eq", [1, 2]), True),  # expected from JSON, which has no tuples
     ({1: True}, Expectation("eq", {1: 1}), False),
+    ("x", Expectation("eq", float("nan")), False),
     ({1, 2}, Expectation("eq", frozenset({1, 2})), True),
     ([0.1 + 0.2], Expectation("approx", [0.3], abs_tol=1e-9), True),
     (None, Expectation("eq", None, expected_type="NoneType"), True),
-    (0, Expectation("falsy"), True),
-    (3, Expectation("ne", 4), True),
 ])
 def test_judge_is_strict_on_types_and_python_on_numbers(actual, expect, ok):
     assert judge(actual, expect) is ok
@@ -114,6 +124,8 @@ def test_rewards_reasons_and_per_test_info(verifier):
     assert [r.info["reason"] for r in results] == ["ok", "wrong", "compile_error", "timeout", "runtime_error",
                                                    "compile_error", "exited_early"]
     assert [t["status"] for t in results[1].info["tests"]] == ["ok", "wrong", "ok", "wrong"]
+    assert results[1].info["tests"][1]["detail"] == "returned 2"
+    assert [t["detail"] for t in results[4].info["tests"]][1] == "the candidate raised ZeroDivisionError: integer division or modulo by zero"
     assert all(r.info["isolation"] in ("full", "landlock", "portable") for r in results if r.info["reason"] != "compile_error")
 
 
@@ -179,26 +191,30 @@ def test_mbpp_loader_on_a_local_file(tmp_path, verifier):
         {"task_id": 2, "text": "Find the shared elements.",
          "code": "def similar(a, b):\n    return tuple(set(a) & set(b))",
          "test_list": ["assert set(similar((3, 4, 5), (5, 4, 9))) == set((4, 5))"], "test_setup_code": ""},
-        {"task_id": 3, "text": "Untestable", "code": "def g(): pass", "test_list": ["assert g() == h()"],
+        {"task_id": 3, "text": "Helpers from setup code", "code": "def g(x): return 2 * x",
+         "test_list": ["assert g(3) == h(3)"], "test_setup_code": "def h(x):\n    return x + x"},
+        {"task_id": 4, "text": "Broken row", "code": "def g(): pass", "test_list": ["assert g( =="],
          "test_setup_code": ""},
     ]
     path = tmp_path / "mbpp.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in records))
     rows, skipped = load_code_rows(path)
-    assert skipped == 1 and [r["entry_point"] for r in rows] == ["add", "similar"]
+    assert skipped == 1 and [r["entry_point"] for r in rows] == ["add", "similar", "g"]
     assert "assert add(1, 2) == 3" in rows[0]["prompt"]
     scores = [verifier(f"```python\n{rec['code']}\n```", row).score for rec, row in zip(records, rows)]
-    assert scores == [1.0, 1.0]
+    assert scores == [1.0, 1.0, 1.0]
 
 
-def test_humaneval_loader_renames_candidate(tmp_path, verifier):
+def test_humaneval_loader_keeps_the_check_function(tmp_path, verifier):
     rec = {"task_id": "HumanEval/0", "prompt": "def inc(x):\n    \"\"\"x + 1\"\"\"\n", "entry_point": "inc",
            "canonical_solution": "    return x + 1\n",
            "test": "def check(candidate):\n    assert candidate(1) == 2\n    assert candidate(-1) == 0\n"}
     import datasets
     rows, skipped = load_code_rows(datasets.Dataset.from_list([rec]), schema="humaneval")
-    assert skipped == 0 and json.loads(rows[0]["tests"])["asserts"] == ["assert inc(1) == 2", "assert inc(-1) == 0"]
+    tests = json.loads(rows[0]["tests"])
+    assert skipped == 0 and tests["test"] == rec["test"] and tests["setup"] == rec["prompt"]
     assert verifier(rec["canonical_solution"], rows[0]).score == 1.0
+    assert verifier("    return x + 2\n", rows[0]).score == 0.0
 
 
 def test_toy_code_task_rows_are_seeded_and_solvable(verifier):

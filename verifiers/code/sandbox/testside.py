@@ -185,8 +185,8 @@ class CheckRecorder:
         self.link, self.report, self.units = link, report, units
         self.state: dict[int, str] = {}  # unit -> "ok" | "failed"
         self.seen = 0  # failures already attributed
-        self.pending: CandidateFailure | None = None
-        self.mark = 0
+        self.pending: CandidateFailure | None = None  # raised outside any assert, not yet attributed
+        self.outside: CandidateFailure | None = None  # the first failure ever raised outside an assert
 
     def _take_failures(self) -> CandidateFailure | None:
         new = self.link.failures[self.seen:]
@@ -201,6 +201,7 @@ class CheckRecorder:
     def begin(self, unit: int) -> None:
         outside = self._take_failures()
         self.pending = self.pending or outside
+        self.outside = self.outside or outside
 
     def end(self, unit: int, value: object) -> None:
         try:
@@ -224,15 +225,24 @@ class CheckRecorder:
         self.fail(unit, *classify(exc))
 
     def finish(self, abort: BaseException | None) -> None:
-        """After ``check`` returned (abort None) or raised: settle every unit."""
-        leftover = self._take_failures() or self.pending
+        """After ``check`` returned (abort None) or raised: settle every unit.
+
+        An abort fails every unit not evaluated yet (or, if none is left, the last one): a check
+        that would fail under HumanEval's own harness never earns full reward here. So does a
+        candidate failure the suite swallowed outside any assert: control flow after it proves
+        nothing, so the asserts it skipped fail too.
+        """
+        leftover = self._take_failures()
+        self.outside = self.outside or leftover
         cause = classify(abort) if abort is not None else (
-            (leftover.status, leftover.detail) if leftover is not None else None)
+            (self.outside.status, self.outside.detail) if self.outside is not None else None)
         if cause is not None:
             status, detail = cause
             unevaluated = [u for u in self.units if u not in self.state]
-            for unit in unevaluated or [u for u in self.units if self.state.get(u) != "failed"][-1:]:
-                self.fail(unit, status, f"not reached: {detail}" if unit in unevaluated else detail)
+            if abort is not None or leftover is not None or self.pending is not None:
+                unevaluated = unevaluated or [u for u in self.units if self.state.get(u) != "failed"][-1:]
+            for unit in unevaluated:
+                self.fail(unit, status, f"not reached: {detail}" if unit not in self.state else detail)
         for unit in self.units:
             if self.state.get(unit) != "failed":
                 self.report.send(unit, "ok")
