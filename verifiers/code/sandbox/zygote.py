@@ -288,8 +288,8 @@ def _supervise(job: dict, scratch: str, role: str, link: list[int], watch: int |
 
 
 def _launch(job: dict, role: str, link: list[int], watch: int | None, scratch_base: str,
-            tag: str) -> tuple[int, int, str]:
-    """Fork the supervisor of one side; returns (its pid, the read end of its report, scratch)."""
+            tag: str) -> tuple[int, str]:
+    """Fork the supervisor of one side; returns (the read end of its report, its scratch directory)."""
     scratch = tempfile.mkdtemp(prefix=f"{tag}-", dir=scratch_base)
     r, w = os.pipe()
     pid = os.fork()
@@ -306,7 +306,7 @@ def _launch(job: dict, role: str, link: list[int], watch: int | None, scratch_ba
             data = data[os.write(w, data):]
         os._exit(0)
     os.close(w)
-    return pid, r, scratch
+    return r, scratch
 
 
 def _collect(r: int, scratch: str, timeout: float, keep: int | None) -> dict:
@@ -370,7 +370,7 @@ def candidate_zygote(sock: socket.socket, scratch_base: str, tag: str) -> None:
         if job is None:
             return
         link, watch = (fds[:2], fds[2]) if len(fds) == 3 else ([], None)
-        pid, r, scratch = _launch(job, "candidate", link, watch, scratch_base, tag)
+        r, scratch = _launch(job, "candidate", link, watch, scratch_base, tag)
         for fd in fds:
             os.close(fd)
         _send_msg(sock, _collect(r, scratch, job["timeout"] + 10.0, None))
@@ -415,7 +415,7 @@ class Zygote:
             self._candidate(job, [])
             return {"candidate": self._candidate_report(backstop)}
         if job["mode"] == "judge":
-            pid, r, scratch = _launch(job, "test", [], None, self.scratch_base, self.tag)
+            r, scratch = _launch(job, "test", [], None, self.scratch_base, self.tag)
             return {"test": _collect(r, scratch, backstop, self.candidate_zygote_pid)}
         calls_r, calls_w = os.pipe()
         replies_r, replies_w = os.pipe()
@@ -423,7 +423,7 @@ class Zygote:
         self._candidate(job, [calls_r, replies_w, alive_r])
         for fd in (calls_r, replies_w, alive_r):
             os.close(fd)
-        pid, r, scratch = _launch(job, "test", [calls_w, replies_r], None, self.scratch_base, self.tag)
+        r, scratch = _launch(job, "test", [calls_w, replies_r], None, self.scratch_base, self.tag)
         for fd in (calls_w, replies_r, alive_w):  # the test supervisor holds the only alive_w now
             os.close(fd)
         test = _collect(r, scratch, backstop, self.candidate_zygote_pid)
