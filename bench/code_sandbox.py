@@ -66,7 +66,12 @@ with CodeVerifier(workers=1, isolation="full") as v:
         t = time.perf_counter()
         assert v.verify_batch(["def f(x):\\n    return x\\n"], [row])[0].score == 1.0
         out.append(time.perf_counter() - t)
-print(1000 * statistics.median(out))
+with CodeVerifier(workers=2, isolation="full") as v:
+    v.verify_batch(["def f(x):\\n    return x\\n"] * 2, [row] * 2)
+    t = time.perf_counter()
+    assert all(r.score == 1.0 for r in v.verify_batch(["def f(x):\\n    return x\\n"] * 100, [row] * 100))
+    rate = 100 / (time.perf_counter() - t)
+print(1000 * statistics.median(out), rate)
 """
 
 
@@ -110,16 +115,21 @@ def paired(other: str, rounds: int, runs: int) -> None:
     """Median trivial-run latency (level full) of this checkout and ``other``, alternating."""
     here = str(Path(__file__).resolve().parents[1])
     figures: dict[str, list[float]] = {here: [], other: []}
+    rates: dict[str, list[float]] = {here: [], other: []}
     for _ in range(rounds):
         for tree in (other, here):
             env = dict(os.environ, PYTHONPATH=tree)
             out = subprocess.run([sys.executable, "-c", PAIRED, str(runs)], env=env, cwd=tree, check=True,
                                  capture_output=True, text=True).stdout
-            figures[tree].append(float(out.strip().splitlines()[-1]))
-    for tree, values in figures.items():
-        print(f"{tree}: trivial run (full, 1 worker) median of round medians {statistics.median(values):6.1f} ms "
-              f"({', '.join(f'{v:.1f}' for v in values)})")
-    print(f"ratio this / other: {statistics.median(figures[here]) / statistics.median(figures[other]):.2f}")
+            latency_ms, rate = map(float, out.strip().splitlines()[-1].split())
+            figures[tree].append(latency_ms)
+            rates[tree].append(rate)
+    for tree in (here, other):
+        print(f"{tree}: trivial run (full) 1 worker: median of round medians {statistics.median(figures[tree]):6.1f} ms "
+              f"({', '.join(f'{v:.1f}' for v in figures[tree])}) | 2 workers: {statistics.median(rates[tree]):5.0f} "
+              f"execs/s ({', '.join(f'{v:.0f}' for v in rates[tree])})")
+    print(f"ratio this / other: latency {statistics.median(figures[here]) / statistics.median(figures[other]):.2f}, "
+          f"throughput {statistics.median(rates[here]) / statistics.median(rates[other]):.2f}")
 
 
 def main() -> None:
