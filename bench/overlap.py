@@ -51,7 +51,7 @@ def _job_config(job: str, args, scratch: Path):
         common.append(f"rollout.num_prompts={args.prompts}")
     if job == "math":
         return load_config(ROOT / "recipes" / "tiny-arith.yaml", common + ["data.num_train=2000"])
-    from data.code import main as write_code_data
+    from verifrl.tasks.code import main as write_code_data
 
     data_dir = scratch / "code-toy"
     if not (data_dir / "train.jsonl").exists():

@@ -88,7 +88,7 @@ def random_model_dir(args, tokenizer_dir: Path) -> Path:
 
 
 def _rows(args) -> list[dict]:
-    from data.loaders import load_task
+    from verifrl.tasks.loaders import load_task
     from verifrl.config import DataConfig
 
     train = load_task(DataConfig(num_train=args.num_train, num_test=10)).train

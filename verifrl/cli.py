@@ -40,7 +40,7 @@ def _fail(message: str) -> int:
 
 def _validate_task(cfg) -> None:
     """Load the dataset and check the prompt template before any model is loaded."""
-    from data.loaders import load_task
+    from verifrl.tasks.loaders import load_task
     from verifrl.prompts import template_fields
     from verifrl.scoring import build_verifiers
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown_flags:
         parser.error(f"unrecognized arguments: {' '.join(unknown_flags)}")
     args.overrides = [*args.overrides, *extra]
-    from data.loaders import DataError
+    from verifrl.tasks.loaders import DataError
     from verifrl.models import ModelLoadError
     from verifrl.samplers import NonFiniteLogits
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.loaders import load_task
+from verifrl.tasks.loaders import load_task
 from verifrl.advantages import token_advantages
 from verifrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final_model
 from verifrl import distributed
