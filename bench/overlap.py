@@ -43,7 +43,7 @@ SETTINGS = ("on", "off")
 
 
 def _job_config(job: str, args, scratch: Path):
-    from verifrl.config import load_config
+    from verifrl.config_loading import load_config
 
     common = [f"model.device={args.device}", "data.num_test=2", f"trainer.threads={args.threads}",
               f"trainer.seed={args.seed}"]

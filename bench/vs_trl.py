@@ -102,7 +102,7 @@ def _rows(args) -> list[dict]:
 def run_verifrl(args) -> dict:
     import torch
 
-    from verifrl.config import load_config
+    from verifrl.config_loading import load_config
     from verifrl.models import frozen_copy, load_policy
     from verifrl.scoring import build_verifiers
     from verifrl.trainer import prepare_task, rl_step, seed_everything

@@ -12,7 +12,7 @@ from verifrl.tasks.code import load_code_rows
 from verifrl.tasks.loaders import DataError, load_task
 from tests.conftest import tiny_model_overrides
 from verifrl.cli import main
-from verifrl.config import load_config
+from verifrl.config_loading import load_config
 from verifrl.dryrun import dry_run
 from verifrl.models import load_tokenizer, model_path
 

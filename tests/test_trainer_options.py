@@ -8,7 +8,7 @@ import torch
 from tests.conftest import tiny_model_overrides
 from verifrl.checkpoint import latest_checkpoint, load_checkpoint
 from verifrl.cli import main
-from verifrl.config import load_config
+from verifrl.config_loading import load_config
 from verifrl.models import load_policy, reference_model
 from verifrl.rollout import generate
 from verifrl.update import TrainBatch, completion_logprobs, update_policy

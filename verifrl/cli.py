@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from verifrl.config import ConfigError, load_config
+from verifrl.config import ConfigError
+from verifrl.config_loading import load_config
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -31,6 +31,10 @@ from verifrl.rollout import RolloutBatch, _pad_cat
 from verifrl.scoring import ScoredBatch
 
 
+MODES = ("off", "drop", "refill")
+"""``rollout.dynamic_sampling`` values: all groups, informative groups only, or refill to num_prompts."""
+
+
 def informative_groups(group_rewards: torch.Tensor, tol: float = 1e-8) -> torch.Tensor:
     """(P, G) rewards -> (P,) bool: the group's rewards are not all equal (max - min > tol).
 
@@ -52,8 +56,8 @@ def select_groups(group_rewards: torch.Tensor, mode: str, limit: int, tol: float
     """
     if mode == "off":
         return list(range(min(limit, group_rewards.shape[0])))
-    if mode not in ("drop", "refill"):
-        raise ValueError(f"dynamic sampling mode must be off, drop or refill, got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"dynamic sampling mode must be one of {', '.join(MODES)}, got {mode!r}")
     keep = torch.nonzero(informative_groups(group_rewards, tol)).flatten().tolist()
     return keep[:limit]
 
