@@ -87,7 +87,9 @@ def run_job(job: str, args, scratch: Path) -> dict:
     from verifiers.math import verifier as math_verifier
     from verifrl.models import load_policy
     from verifrl.scoring import build_verifiers
-    from verifrl.trainer import prepare_task, rl_step, seed_everything
+    from verifrl.models import seed_everything
+    from verifrl.prompts import prepare_task
+    from verifrl.trainer import rl_step
 
     cfg = _job_config(job, args, scratch)
     if cfg.trainer.threads:

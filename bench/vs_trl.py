@@ -105,7 +105,9 @@ def run_verifrl(args) -> dict:
     from verifrl.config_loading import load_config
     from verifrl.models import frozen_copy, load_policy
     from verifrl.scoring import build_verifiers
-    from verifrl.trainer import prepare_task, rl_step, seed_everything
+    from verifrl.models import seed_everything
+    from verifrl.prompts import prepare_task
+    from verifrl.trainer import rl_step
 
     from verifiers import register
     from verifrl.config import VerifierSpec

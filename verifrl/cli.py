@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             except NonFiniteTraining as err:
                 return _fail(str(err))
         else:
-            from verifrl.trainer import evaluate_checkpoint
+            from verifrl.evaluation import evaluate_checkpoint
 
             if args.pass_k is not None:
                 cfg.eval.pass_k = args.pass_k
