@@ -43,7 +43,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import candidate  # noqa: E402
 import isolation  # noqa: E402
 import testside  # noqa: E402
-import values  # noqa: E402
 
 # Modules candidates and suites commonly import: loaded once here, so the import is free after a fork.
 for _name in ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
