@@ -71,6 +71,9 @@ class DataConfig:
     test_path: str = ""
     """Hub name or local file/directory of the held-out split when it is another dataset than
     ``path`` (e.g. HuggingFaceH4/MATH-500); same source schema. Empty: ``path``."""
+    test_fraction: float = 0.1
+    """A single local file (``path``, no ``test_path``) is split in two by a hash of the question:
+    this share of the hash space is held out as the test split, the rest is trained on."""
     subsets: list[str] = field(default_factory=list)
     """Hub configurations of ``path`` to load and concatenate (e.g. the seven subjects of
     EleutherAI/hendrycks_math); empty: the dataset's default (all subjects for source ``math``)."""
@@ -470,6 +473,7 @@ def validate(cfg: Config) -> None:
         (0 <= cfg.model.lora.dropout < 1, "model.lora.dropout must be in [0, 1)"),
         (len(cfg.model.lora.target_modules) >= 1, "model.lora.target_modules must name at least one module"),
         (cfg.data.num_test >= 0 and cfg.data.num_train >= 0, "data.num_train/num_test must be >= 0"),
+        (0 < cfg.data.test_fraction < 1, "data.test_fraction must be in (0, 1)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -85,6 +85,7 @@ class Task:
     test_prompts: list[str]
     test_rows: list[dict]
     skipped: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def prepare_task(cfg: Config, tokenizer) -> Task:
@@ -97,7 +98,7 @@ def prepare_task(cfg: Config, tokenizer) -> Task:
     if cfg.data.num_test:
         test_rows = test_rows[: cfg.data.num_test]
     test_prompts = [_prompt(cfg, row, tokenizer) for row in test_rows]
-    return Task(PromptSampler(data.train, cfg.data.seed), test_prompts, test_rows, data.skipped)
+    return Task(PromptSampler(data.train, cfg.data.seed), test_prompts, test_rows, data.skipped, data.notes)
 
 
 def _prompt(cfg: Config, row: dict, tokenizer) -> str:
@@ -288,6 +289,8 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
         distributed.barrier()
     distributed.broadcast_parameters(policy)  # every rank starts from rank 0's weights
     task = prepare_task(cfg, tokenizer)
+    for note in task.notes:
+        log(note)
     for split, count in task.skipped.items():
         if count:
             log(f"data: skipped {count} {split} rows without a question or answer")
