@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown_flags)}")
     args.overrides = [*args.overrides, *extra]
     from data.loaders import DataError
+    from verifrl.memory import SamplingMemoryError
     from verifrl.models import ModelLoadError
     from verifrl.samplers import NonFiniteLogits
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.eval.pass_k = args.pass_k
             result = evaluate_checkpoint(cfg, Path(args.checkpoint))
             print(json.dumps(result))
-    except (ModelLoadError, FileNotFoundError, DataError, NonFiniteLogits) as err:
+    except (ModelLoadError, FileNotFoundError, DataError, NonFiniteLogits, SamplingMemoryError) as err:
         return _fail(str(err))
     return 0
 

@@ -85,6 +85,9 @@ class DataConfig:
     """Problems generated for training (built-in task), or a cap on loaded rows (0: all)."""
     num_test: int = 400
     """Held-out problems used for the before/after evaluation (0: the whole test split)."""
+    max_prompt_tokens: int = 1024
+    """Rows whose formatted prompt is longer than this many tokens are skipped and counted when the
+    task loads (one huge row would otherwise exhaust the sampler's memory). 0: no limit."""
     prompt_template: str = "Question: {question}\nSolution:\n"
     """Python format string over the row's columns; the model's text continues from it."""
     use_chat_template: bool = False
@@ -130,6 +133,10 @@ class RolloutConfig:
     or max_refill_rounds extra rounds are spent. Counted in ``rollout/dropped_groups``."""
     max_refill_rounds: int = 3
     """Extra generation rounds a step may spend refilling (refill mode only)."""
+    max_memory_gb: float = 0.0
+    """Memory the sampler's KV cache, attention scores and logits may take, checked from the model
+    config before anything is sampled (the run stops with an error naming the knobs instead of
+    being killed for memory). 0: the free memory of the policy's device when the run starts."""
 
 
 @dataclass
@@ -474,6 +481,8 @@ def validate(cfg: Config) -> None:
         (len(cfg.model.lora.target_modules) >= 1, "model.lora.target_modules must name at least one module"),
         (cfg.data.num_test >= 0 and cfg.data.num_train >= 0, "data.num_train/num_test must be >= 0"),
         (0 < cfg.data.test_fraction < 1, "data.test_fraction must be in (0, 1)"),
+        (cfg.data.max_prompt_tokens >= 0, "data.max_prompt_tokens must be >= 0 (0: no limit)"),
+        (cfg.rollout.max_memory_gb >= 0, "rollout.max_memory_gb must be >= 0 (0: the device's free memory)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -6,6 +6,7 @@ template, chat template, verifier, model) before spending a GPU on it.
 from __future__ import annotations
 
 from verifrl.config import Config
+from verifrl.memory import check_sampling_memory
 from verifrl.models import load_policy
 from verifrl.rewards import overlong_penalty
 from verifrl.rollout import generate
@@ -24,6 +25,7 @@ def dry_run(cfg: Config, log=print, show: int = 2) -> dict:
     try:
         policy, tokenizer = load_policy(cfg.model, log=log)
         task = prepare_task(cfg, tokenizer)
+        check_sampling_memory(cfg, policy, task.longest_prompt_tokens)
         rows = task.sampler.next_rows(cfg.rollout.num_prompts)
         prompts = [_prompt(cfg, row, tokenizer) for row in rows]
         G = cfg.rollout.group_size

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import string
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -72,3 +73,51 @@ class PromptSampler:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.position = state["epoch"], state["position"]
         self._order = self._shuffled(self.epoch)
+
+
+# a prompt is tokenized with add_special_tokens=False (rollout.generate); this margin covers a
+# sentencepiece dummy prefix and the like
+_SPECIAL_TOKEN_MARGIN = 16
+
+
+@dataclass
+class PromptLengths:
+    """Which prompts fit ``data.max_prompt_tokens``, found without tokenizing the obvious cases."""
+
+    kept: list[int]  # indices of the prompts that fit
+    longest: int  # tokens of the longest kept prompt (0: none kept)
+
+
+def measure_prompts(prompts: list[str], tokenizer, max_tokens: int) -> PromptLengths:
+    """Keep the prompts of at most ``max_tokens`` tokens (0: keep all), as ``generate`` tokenizes them.
+
+    Tokenizing a 10 MB row costs seconds and memory, and most rows are short, so two bounds decide
+    most prompts without the tokenizer: every token covers at least one byte (byte-level BPE) or
+    one character (sentencepiece), so ``tokens <= utf-8 bytes + margin``; and no token covers
+    more characters than the longest vocabulary entry, so ``tokens >= characters / longest``.
+    Only prompts between the bounds are tokenized, and of the kept ones only as many as it takes
+    to find the longest exactly.
+    """
+    def tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    upper = [len(p.encode("utf-8", "replace")) + _SPECIAL_TOKEN_MARGIN for p in prompts]
+    exact: dict[int, int] = {}
+    if max_tokens:
+        longest_entry = max((len(t) for t in tokenizer.get_vocab()), default=1)
+        kept = []
+        for i, prompt in enumerate(prompts):
+            if upper[i] <= max_tokens:
+                kept.append(i)
+            elif len(prompt) <= max_tokens * longest_entry:
+                exact[i] = tokens(prompt)
+                if exact[i] <= max_tokens:
+                    kept.append(i)
+    else:
+        kept = list(range(len(prompts)))
+    longest = 0
+    for i in sorted(kept, key=lambda i: upper[i], reverse=True):  # longest in bytes first
+        if upper[i] <= longest:
+            break  # no later prompt can have more tokens than it has bytes
+        longest = max(longest, exact[i] if i in exact else tokens(prompts[i]))
+    return PromptLengths(kept, longest)

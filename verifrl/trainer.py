@@ -20,15 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.loaders import load_task
+from data.loaders import DataError, load_task
 from verifrl.advantages import token_advantages
 from verifrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final_model
 from verifrl import distributed
 from verifrl.config import Config
 from verifrl.dynamic_sampling import collect_informative
 from verifrl.evaluation import evaluate
+from verifrl.memory import check_sampling_memory
 from verifrl.models import load_policy, reference_model
-from verifrl.prompts import PromptSampler, format_prompt, template_fields
+from verifrl.prompts import PromptSampler, format_prompt, measure_prompts, template_fields
 from verifrl.rewards import kl_penalized_sequence_rewards, overlong_penalty
 from verifrl.rollout import generate
 from verifrl.scoring import StreamingScorer, build_verifiers, score_rollouts, step_metrics
@@ -84,8 +85,10 @@ class Task:
     sampler: PromptSampler
     test_prompts: list[str]
     test_rows: list[dict]
-    skipped: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)  # split -> rows without a question or answer
     notes: list[str] = field(default_factory=list)
+    too_long: dict = field(default_factory=dict)  # split -> rows over data.max_prompt_tokens
+    longest_prompt_tokens: int = 0  # of the rows kept, both splits
 
 
 def prepare_task(cfg: Config, tokenizer) -> Task:
@@ -98,7 +101,18 @@ def prepare_task(cfg: Config, tokenizer) -> Task:
     if cfg.data.num_test:
         test_rows = test_rows[: cfg.data.num_test]
     test_prompts = [_prompt(cfg, row, tokenizer) for row in test_rows]
-    return Task(PromptSampler(data.train, cfg.data.seed), test_prompts, test_rows, data.skipped, data.notes)
+    # one over-long row would blow up the sampler's memory: such rows are skipped here and counted
+    limit = cfg.data.max_prompt_tokens
+    train_fit = measure_prompts([_prompt(cfg, row, tokenizer) for row in data.train], tokenizer, limit)
+    test_fit = measure_prompts(test_prompts, tokenizer, limit)
+    too_long = {"train": len(data.train) - len(train_fit.kept), "test": len(test_prompts) - len(test_fit.kept)}
+    for split, fit in (("train", train_fit), ("test", test_fit)):
+        if not fit.kept:
+            raise DataError(f"data: every {split} prompt is longer than data.max_prompt_tokens={limit} tokens")
+    train = data.train if not too_long["train"] else data.train.select(train_fit.kept)
+    test_rows, test_prompts = [test_rows[i] for i in test_fit.kept], [test_prompts[i] for i in test_fit.kept]
+    return Task(PromptSampler(train, cfg.data.seed), test_prompts, test_rows, data.skipped, data.notes, too_long,
+                max(train_fit.longest, test_fit.longest))
 
 
 def _prompt(cfg: Config, row: dict, tokenizer) -> str:
@@ -294,6 +308,10 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
     for split, count in task.skipped.items():
         if count:
             log(f"data: skipped {count} {split} rows without a question or answer")
+    for split, count in task.too_long.items():
+        if count:
+            log(f"data: skipped {count} {split} rows longer than data.max_prompt_tokens={cfg.data.max_prompt_tokens}"
+                " tokens")
     reference = reference_model(policy) if cfg.loss.beta > 0 else None  # LoRA: the adapter-disabled base
     if reference is not None and resume:  # the reference is the initial policy, saved alongside
         reference.load_state_dict(torch.load(run_dir / "checkpoints" / "reference.pt", weights_only=True))
@@ -305,6 +323,7 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.trainer.lr, betas=cfg.trainer.adam_betas,
                                   weight_decay=cfg.trainer.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    check_sampling_memory(cfg, policy, task.longest_prompt_tokens)  # before the first batch is allocated
     config_dict = cfg.to_dict()
 
     start_step, trainer_state = 0, {}
@@ -390,6 +409,9 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
             "wall_seconds": time.time() - wall_start,
             "train_seconds": state(cfg.trainer.steps)["train_seconds"],
             "wandb_mode": tracker.wandb_mode,
+            "data": {"train_rows": len(task.sampler.dataset), "test_rows": len(task.test_rows),
+                     "skipped_without_answer": dict(task.skipped), "skipped_too_long": dict(task.too_long),
+                     "longest_prompt_tokens": task.longest_prompt_tokens},
             "config": config_dict,
         }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -441,6 +463,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: Path, log=print) -> dict:
     if step_dir is not None:
         load_checkpoint(step_dir, policy)
     task = prepare_task(cfg, tokenizer)
+    check_sampling_memory(cfg, policy, task.longest_prompt_tokens)
     verifiers = build_verifiers(cfg.reward.verifiers)
     try:
         result = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers,
