@@ -31,6 +31,7 @@ from verifrl.memory import check_sampling_memory
 from verifrl.models import load_policy, reference_model
 from verifrl.prompts import PromptSampler, format_prompt, measure_prompts, template_fields
 from verifrl.rewards import kl_penalized_sequence_rewards, overlong_penalty
+from verifrl.rundir import claim_run_dir, truncate_step_logs
 from verifrl.rollout import generate
 from verifrl.scoring import StreamingScorer, build_verifiers, score_rollouts, step_metrics
 from verifrl.segments import step_end_tokens, token_char_offsets
@@ -284,15 +285,23 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
 
 
 def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: Path | None = None,
-          log=print) -> dict:
-    """Run GRPO as configured; returns the summary (also written to ``summary.json``)."""
+          log=print, overwrite: bool = False) -> dict:
+    """Run GRPO as configured; returns the summary (also written to ``summary.json``).
+
+    The run directory is locked for the run's length (rank 0); one that holds another run is
+    refused unless ``resume`` continues it or ``overwrite`` deletes it (:mod:`verifrl.rundir`)."""
     wall_start = time.time()
     distributed.init()  # torchrun: join the process group (no-op in one process)
+    run_dir = Path(run_dir) if run_dir else make_run_dir(cfg, recipe_name)
+    with claim_run_dir(run_dir, resume=resume, overwrite=overwrite, log=log) if distributed.is_main() else nullcontext():
+        return _train(cfg, recipe_name, resume, run_dir, log, wall_start)
+
+
+def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall_start: float) -> dict:
     cfg.model.device = distributed.device_for_rank(cfg.model.device)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     seed_everything(cfg.trainer.seed)
-    run_dir = Path(run_dir) if run_dir else make_run_dir(cfg, recipe_name)
     if resume and latest_checkpoint(run_dir) is None:
         raise FileNotFoundError(f"--resume: no checkpoint under {run_dir}/checkpoints")
     verifiers = build_verifiers(cfg.reward.verifiers)  # fail on a bad verifier name before loading a model
@@ -333,6 +342,10 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
         task.sampler.load_state_dict(trainer_state["sampler"])
         start_step = trainer_state["step"]
         log(f"resumed from {checkpoint} at step {start_step}")
+        if distributed.is_main():  # steps logged after the checkpoint are run again: drop their records
+            for name, dropped in truncate_step_logs(run_dir, start_step).items():
+                if dropped:
+                    log(f"{name}: dropped {dropped} lines logged after step {start_step}")
 
     if not distributed.is_main():  # only rank 0 writes the run directory and wandb; the rest write scratch
         run_dir, log = distributed.scratch_run_dir(), (lambda *_, **__: None)
