@@ -159,6 +159,15 @@ class RewardConfig:
     """Exclude completions cut by the length limit from the loss (they still count in group stats)."""
     on_verifier_error: Literal["raise", "zero"] = "raise"
     """A verifier that raises: stop the run (raise) or score 0 and count it (zero)."""
+    verifier_timeout: float = 60.0
+    """Seconds any verifier (built-in or custom) may take on one completion (a ``verify_batch`` call:
+    that times its rows). A call past it scores as a verifier error (``on_verifier_error``), counted
+    in ``reward/verifier_timeouts``; the stuck call is abandoned, not killed (docs/robustness.md).
+    0: no limit, verifiers run on the calling thread."""
+    max_abs_score: float = 1e6
+    """A verifier score (or step score) of larger magnitude is a verifier error, like NaN."""
+    warn_error_rate: float = 0.5
+    """Print a warning when a step's verifier error rate or unparsed-reference rate passes this."""
     overlap_verification: bool | None = None
     """Verify completions on a background thread as they finish, while the rest are still sampled.
     None (null): on when the policy samples on a GPU, off on a CPU, where the checks compete with
@@ -482,6 +491,9 @@ def validate(cfg: Config) -> None:
         (cfg.data.num_test >= 0 and cfg.data.num_train >= 0, "data.num_train/num_test must be >= 0"),
         (0 < cfg.data.test_fraction < 1, "data.test_fraction must be in (0, 1)"),
         (cfg.data.max_prompt_tokens >= 0, "data.max_prompt_tokens must be >= 0 (0: no limit)"),
+        (cfg.reward.verifier_timeout >= 0, "reward.verifier_timeout must be >= 0 (0: no limit)"),
+        (cfg.reward.max_abs_score > 0, "reward.max_abs_score must be > 0"),
+        (0 <= cfg.reward.warn_error_rate <= 1, "reward.warn_error_rate must be in [0, 1]"),
         (cfg.rollout.max_memory_gb >= 0, "rollout.max_memory_gb must be >= 0 (0: the device's free memory)"),
     ]
     for ok, message in checks:

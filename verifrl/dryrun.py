@@ -21,7 +21,8 @@ def dry_run(cfg: Config, log=print, show: int = 2) -> dict:
     from verifrl.trainer import _prompt, prepare_task, seed_everything  # the trainer's own formatting
 
     seed_everything(cfg.trainer.seed)
-    verifiers = build_verifiers(cfg.reward.verifiers)
+    verifiers = build_verifiers(cfg.reward.verifiers, timeout=cfg.reward.verifier_timeout,
+                                max_abs_score=cfg.reward.max_abs_score)
     try:
         policy, tokenizer = load_policy(cfg.model, log=log)
         task = prepare_task(cfg, tokenizer)

@@ -72,3 +72,16 @@ def evaluate(
 def greedy_texts(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
     with torch.no_grad():
         return generate(model, tokenizer, prompts, greedy=True, max_new_tokens=max_new_tokens).texts
+
+
+def before_after_table(before: dict | None, after: dict) -> str:
+    """The closing table: held-out greedy accuracy and mean reward before and after RL."""
+    rows = [("greedy accuracy", "accuracy", "{:.1%}"), ("mean reward", "mean_reward", "{:.3f}")]
+    rows += [(k, k, "{:.1%}") for k in after if k.startswith("pass@")]
+    lines = [f"{'held-out (n=' + str(after['n']) + ')':<22}{'before RL':>12}{'after RL':>12}{'change':>10}"]
+    for label, key, fmt in rows:
+        b = before.get(key) if before else None
+        a = after.get(key)
+        change = "" if b is None or a is None else (f"{(a - b) * 100:+.1f} pt" if "%" in fmt else f"{a - b:+.3f}")
+        lines.append(f"{label:<22}{fmt.format(b) if b is not None else '-':>12}{fmt.format(a):>12}{change:>10}")
+    return "\n".join(lines)

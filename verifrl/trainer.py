@@ -26,14 +26,14 @@ from verifrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoi
 from verifrl import distributed
 from verifrl.config import Config
 from verifrl.dynamic_sampling import collect_informative
-from verifrl.evaluation import evaluate
+from verifrl.evaluation import before_after_table, evaluate
 from verifrl.memory import check_sampling_memory
 from verifrl.models import load_policy, reference_model
 from verifrl.prompts import PromptSampler, format_prompt, measure_prompts, template_fields
 from verifrl.rewards import kl_penalized_sequence_rewards, overlong_penalty
 from verifrl.rundir import claim_run_dir, truncate_step_logs
 from verifrl.rollout import generate
-from verifrl.scoring import StreamingScorer, build_verifiers, score_rollouts, step_metrics
+from verifrl.scoring import StreamingScorer, build_verifiers, rate_warnings, score_rollouts, step_metrics
 from verifrl.segments import step_end_tokens, token_char_offsets
 from verifrl.tracking import Tracker
 from verifrl.update import TrainBatch, batched_logprobs, update_policy
@@ -304,7 +304,9 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
     seed_everything(cfg.trainer.seed)
     if resume and latest_checkpoint(run_dir) is None:
         raise FileNotFoundError(f"--resume: no checkpoint under {run_dir}/checkpoints")
-    verifiers = build_verifiers(cfg.reward.verifiers)  # fail on a bad verifier name before loading a model
+    # fail on a bad verifier name before loading a model
+    verifiers = build_verifiers(cfg.reward.verifiers, timeout=cfg.reward.verifier_timeout,
+                                max_abs_score=cfg.reward.max_abs_score)
     if not distributed.is_main():
         distributed.barrier()  # rank 0 first: it builds/downloads the model once, the others then load it
     policy, tokenizer = load_policy(cfg.model, log=log)
@@ -391,6 +393,8 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
                                     pass_k=cfg.eval.pass_k, pass_k_temperature=cfg.eval.pass_k_temperature, **eval_kwargs)
                 metrics.update({f"eval/{k}": v for k, v in periodic.items()})
             tracker.log(step, metrics)
+            for warning in rate_warnings(metrics, cfg.reward.warn_error_rate):
+                log(f"warning: step {step}: {warning}")
             if cfg.logging.sample_table_every and step % cfg.logging.sample_table_every == 0:
                 tracker.log_samples(step, samples)
             diverging = bool(cfg.trainer.max_nonfinite_updates) and \
@@ -441,19 +445,6 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def before_after_table(before: dict | None, after: dict) -> str:
-    """The closing table: held-out greedy accuracy and mean reward before and after RL."""
-    rows = [("greedy accuracy", "accuracy", "{:.1%}"), ("mean reward", "mean_reward", "{:.3f}")]
-    rows += [(k, k, "{:.1%}") for k in after if k.startswith("pass@")]
-    lines = [f"{'held-out (n=' + str(after['n']) + ')':<22}{'before RL':>12}{'after RL':>12}{'change':>10}"]
-    for label, key, fmt in rows:
-        b = before.get(key) if before else None
-        a = after.get(key)
-        change = "" if b is None or a is None else (f"{(a - b) * 100:+.1f} pt" if "%" in fmt else f"{a - b:+.3f}")
-        lines.append(f"{label:<22}{fmt.format(b) if b is not None else '-':>12}{fmt.format(a):>12}{change:>10}")
-    return "\n".join(lines)
-
-
 def evaluate_checkpoint(cfg: Config, checkpoint: Path, log=print) -> dict:
     """Greedy accuracy (and pass@k with eval.pass_k) of a checkpoint on the held-out split.
 
@@ -477,7 +468,8 @@ def evaluate_checkpoint(cfg: Config, checkpoint: Path, log=print) -> dict:
         load_checkpoint(step_dir, policy)
     task = prepare_task(cfg, tokenizer)
     check_sampling_memory(cfg, policy, task.longest_prompt_tokens)
-    verifiers = build_verifiers(cfg.reward.verifiers)
+    verifiers = build_verifiers(cfg.reward.verifiers, timeout=cfg.reward.verifier_timeout,
+                                max_abs_score=cfg.reward.max_abs_score)
     try:
         result = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers,
                           max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
