@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from data.loaders import DataError, load_task
-from verifrl.config import load_config
+from verifrl.tasks.loaders import DataError, load_task
+from verifrl.config_loading import load_config
 
 
 def _jsonl(path, rows):

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import random
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
+
+from verifrl.config import Config
+from verifrl.tasks.loaders import DataError, load_task
 
 
 class PromptError(ValueError):
@@ -121,3 +124,46 @@ def measure_prompts(prompts: list[str], tokenizer, max_tokens: int) -> PromptLen
             break  # no later prompt can have more tokens than it has bytes
         longest = max(longest, exact[i] if i in exact else tokens(prompts[i]))
     return PromptLengths(kept, longest)
+
+
+@dataclass
+class Task:
+    """The prompts of both splits, formatted once."""
+
+    sampler: PromptSampler
+    test_prompts: list[str]
+    test_rows: list[dict]
+    skipped: dict = field(default_factory=dict)  # split -> rows without a question or answer
+    notes: list[str] = field(default_factory=list)
+    too_long: dict = field(default_factory=dict)  # split -> rows over data.max_prompt_tokens
+    longest_prompt_tokens: int = 0  # of the rows kept, both splits
+
+
+def prompt_for(cfg: Config, row: dict, tokenizer) -> str:
+    """The prompt of a dataset row as the recipe formats it (template, chat template, system prompt)."""
+    return format_prompt(row, cfg.data.prompt_template, tokenizer, cfg.data.use_chat_template, cfg.data.system_prompt)
+
+
+def prepare_task(cfg: Config, tokenizer) -> Task:
+    """Load the recipe's dataset: a resumable sampler over the train split and the formatted test prompts."""
+    data = load_task(cfg.data)
+    missing = [f for f in template_fields(cfg.data.prompt_template) if f not in data.train.column_names]
+    if missing:
+        raise ValueError(f"data.prompt_template uses column(s) {missing} that the dataset lacks "
+                         f"(it has {data.train.column_names})")
+    test_rows = [data.test[i] for i in range(len(data.test))]
+    if cfg.data.num_test:
+        test_rows = test_rows[: cfg.data.num_test]
+    test_prompts = [prompt_for(cfg, row, tokenizer) for row in test_rows]
+    # one over-long row would blow up the sampler's memory: such rows are skipped here and counted
+    limit = cfg.data.max_prompt_tokens
+    train_fit = measure_prompts([prompt_for(cfg, row, tokenizer) for row in data.train], tokenizer, limit)
+    test_fit = measure_prompts(test_prompts, tokenizer, limit)
+    too_long = {"train": len(data.train) - len(train_fit.kept), "test": len(test_prompts) - len(test_fit.kept)}
+    for split, fit in (("train", train_fit), ("test", test_fit)):
+        if not fit.kept:
+            raise DataError(f"data: every {split} prompt is longer than data.max_prompt_tokens={limit} tokens")
+    train = data.train if not too_long["train"] else data.train.select(train_fit.kept)
+    test_rows, test_prompts = [test_rows[i] for i in test_fit.kept], [test_prompts[i] for i in test_fit.kept]
+    return Task(PromptSampler(train, cfg.data.seed), test_prompts, test_rows, data.skipped, data.notes, too_long,
+                max(train_fit.longest, test_fit.longest))

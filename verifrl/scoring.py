@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from verifiers import VerifyResult, as_result, get_verifier
+from verifiers import VerifyResult, as_result, get_verifier, verify_batch
 
 
 @dataclass
@@ -125,12 +125,11 @@ def _timed_out(err: VerifierTimeout) -> VerifyResult:
 
 
 def _run_one(named: NamedVerifier, completions: list[str], examples: list[dict], on_error: str) -> tuple[list[VerifyResult], int]:
-    batch_fn = getattr(named.verifier, "verify_batch", None)
-    if batch_fn is not None:
+    if getattr(named.verifier, "verify_batch", None) is not None:
         try:  # a batch gets the sum of its rows' deadlines
-            results = _call_with_deadline(named, batch_fn, completions, examples,
+            results = _call_with_deadline(named, verify_batch, named.verifier, completions, examples,
                                           budget=named.timeout * max(1, len(completions)))
-            return _reject_invalid(named, [as_result(r) for r in results], 0, completions, on_error)
+            return _reject_invalid(named, results, 0, completions, on_error)
         except VerifierFailure:
             raise
         except VerifierTimeout as err:
