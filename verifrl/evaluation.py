@@ -13,6 +13,7 @@ from pathlib import Path
 from verifrl.checkpoint import latest_checkpoint, load_checkpoint
 from verifrl.config import Config
 from verifrl.groups import engine_options, sample_groups
+from verifrl.memory import check_sampling_memory
 from verifrl.models import load_policy, seed_everything
 from verifrl.prompts import prepare_task
 from verifrl.scoring import build_verifiers
