@@ -75,7 +75,9 @@ SAMPLES = Path(__file__).resolve().parents[1] / "data"
 def test_the_shipped_sample_files_load_in_their_format(source, name, fields, answers):
     from verifrl.config import DataConfig
 
-    task = load_task(DataConfig(source=source, path=str(SAMPLES / name), test_split="train", **fields))
+    # the file as its own test_path: read whole (a single file alone would be split by question hash)
+    task = load_task(DataConfig(source=source, path=str(SAMPLES / name), test_path=str(SAMPLES / name),
+                                test_split="train", **fields))
     assert list(task.train["answer"]) == answers and task.skipped == {"train": 0, "test": 0}
 
 

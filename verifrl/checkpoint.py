@@ -5,7 +5,8 @@ the adapter of a LoRA policy), optimizer and scheduler state, every RNG state (p
 torch CPU, CUDA), the prompt sampler's position, the step, the resolved config and any trainer
 state (such as the pre-RL evaluation). It is written under a temporary name, fsynced, then renamed
 into place; ``latest`` is a small file replaced atomically afterwards. A crash mid-write leaves at
-worst an ignored temporary directory, never a corrupt ``latest``.
+worst an ignored temporary directory, never a corrupt ``latest``; :func:`remove_stale_staging`
+clears it when the run directory is next claimed.
 """
 
 from __future__ import annotations
@@ -105,6 +106,29 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, train
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def remove_stale_staging(run_dir: Path) -> list[str]:
+    """Clear what an interrupted :func:`save_checkpoint` left under ``checkpoints/`` (call it only
+    while no other process writes there, e.g. under the run directory's lock): staging
+    directories ``.step-N-*`` and ``.latest.tmp`` are deleted; a step moved aside to
+    ``.old-step-N-*`` for a re-save that never completed is put back when ``step-N`` is missing,
+    else deleted. Returns what was removed or restored, for the log."""
+    root = Path(run_dir) / "checkpoints"
+    done = []
+    for path in sorted(root.glob(".old-step-*")) if root.is_dir() else []:
+        name = re.sub(r"^\.old-(step-\d+)-.*$", r"\1", path.name)
+        moved = path / name
+        if _complete(moved) and not (root / name).exists():
+            os.replace(moved, root / name)
+            done.append(f"{path.name} (restored as {name})")
+        else:
+            done.append(path.name)
+        shutil.rmtree(path, ignore_errors=True)
+    for path in [*root.glob(".step-*"), *root.glob(".latest.tmp")] if root.is_dir() else []:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        done.append(path.name)
+    return done
 
 
 def _complete(path: Path) -> bool:

@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. trainer.lr=3e-5")
     train.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
     train.add_argument("--run-dir", help="run directory (default: logging.output_dir/<recipe>-<time>)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="delete the run already in the run directory and start afresh (default: refuse)")
     train.add_argument("--dry-run", action="store_true",
                        help="load everything, run one rollout and verification, print the first batch, exit")
     ev = sub.add_parser("eval", help="evaluate a checkpoint on the recipe's held-out split")
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown_flags:
         parser.error(f"unrecognized arguments: {' '.join(unknown_flags)}")
     args.overrides = [*args.overrides, *extra]
+    from verifrl.memory import SamplingMemoryError
     from verifrl.tasks.loaders import DataError
     from verifrl.models import ModelLoadError
     from verifrl.samplers import NonFiniteLogits
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
             dry_run(cfg)
         elif args.command == "train":
+            from verifrl.rundir import RunDirError
             from verifrl.trainer import NonFiniteTraining, train
 
             if args.resume and not args.run_dir and not cfg.logging.run_name:
@@ -88,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             if run_dir is None and cfg.logging.run_name:
                 run_dir = Path(cfg.logging.output_dir) / cfg.logging.run_name
             try:
-                train(cfg, recipe_name, resume=args.resume, run_dir=run_dir)
-            except NonFiniteTraining as err:
+                train(cfg, recipe_name, resume=args.resume, run_dir=run_dir, overwrite=args.overwrite)
+            except (NonFiniteTraining, RunDirError) as err:
                 return _fail(str(err))
         else:
             from verifrl.evaluation import evaluate_checkpoint
@@ -98,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.eval.pass_k = args.pass_k
             result = evaluate_checkpoint(cfg, Path(args.checkpoint))
             print(json.dumps(result))
-    except (ModelLoadError, FileNotFoundError, DataError, NonFiniteLogits) as err:
+    except (ModelLoadError, FileNotFoundError, DataError, NonFiniteLogits, SamplingMemoryError) as err:
         return _fail(str(err))
     return 0
 

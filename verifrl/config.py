@@ -95,6 +95,9 @@ class DataConfig:
     test_path: str = ""
     """Hub name or local file/directory of the held-out split when it is another dataset than
     ``path`` (e.g. HuggingFaceH4/MATH-500); same source schema. Empty: ``path``."""
+    test_fraction: float = 0.1
+    """A single local file (``path``, no ``test_path``) is split in two by a hash of the question:
+    this share of the hash space is held out as the test split, the rest is trained on."""
     subsets: list[str] = field(default_factory=list)
     """Hub configurations of ``path`` to load and concatenate (e.g. the seven subjects of
     EleutherAI/hendrycks_math); empty: the dataset's default (all subjects for source ``math``)."""
@@ -106,6 +109,9 @@ class DataConfig:
     """Problems generated for training (built-in task), or a cap on loaded rows (0: all)."""
     num_test: int = 400
     """Held-out problems used for the before/after evaluation (0: the whole test split)."""
+    max_prompt_tokens: int = 1024
+    """Rows whose formatted prompt is longer than this many tokens are skipped and counted when the
+    task loads (one huge row would otherwise exhaust the sampler's memory). 0: no limit."""
     prompt_template: str = "Question: {question}\nSolution:\n"
     """Python format string over the row's columns; the model's text continues from it."""
     use_chat_template: bool = False
@@ -151,6 +157,10 @@ class RolloutConfig:
     or max_refill_rounds extra rounds are spent. Counted in ``rollout/dropped_groups``."""
     max_refill_rounds: int = 3
     """Extra generation rounds a step may spend refilling (refill mode only)."""
+    max_memory_gb: float = 0.0
+    """Memory the sampler's KV cache, attention scores and logits may take, checked from the model
+    config before anything is sampled (the run stops with an error naming the knobs instead of
+    being killed for memory). 0: the free memory of the policy's device when the run starts."""
 
 
 @dataclass
@@ -173,6 +183,15 @@ class RewardConfig:
     """Exclude completions cut by the length limit from the loss (they still count in group stats)."""
     on_verifier_error: Literal["raise", "zero"] = "raise"
     """A verifier that raises: stop the run (raise) or score 0 and count it (zero)."""
+    verifier_timeout: float = 60.0
+    """Seconds any verifier (built-in or custom) may take on one completion (a ``verify_batch`` call:
+    that times its rows). A call past it scores as a verifier error (``on_verifier_error``), counted
+    in ``reward/verifier_timeouts``; the stuck call is abandoned, not killed (docs/robustness.md).
+    0: no limit, verifiers run on the calling thread."""
+    max_abs_score: float = 1e6
+    """A verifier score (or step score) of larger magnitude is a verifier error, like NaN."""
+    warn_error_rate: float = 0.5
+    """Print a warning when a step's verifier error rate or unparsed-reference rate passes this."""
     overlap_verification: bool | None = None
     """Verify completions on a background thread as they finish, while the rest are still sampled.
     None (null): on when the policy samples on a GPU, off on a CPU, where the checks compete with

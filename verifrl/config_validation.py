@@ -139,6 +139,12 @@ def validate(cfg: Config) -> None:
         (0 <= cfg.model.lora.dropout < 1, "model.lora.dropout must be in [0, 1)"),
         (len(cfg.model.lora.target_modules) >= 1, "model.lora.target_modules must name at least one module"),
         (cfg.data.num_test >= 0 and cfg.data.num_train >= 0, "data.num_train/num_test must be >= 0"),
+        (0 < cfg.data.test_fraction < 1, "data.test_fraction must be in (0, 1)"),
+        (cfg.data.max_prompt_tokens >= 0, "data.max_prompt_tokens must be >= 0 (0: no limit)"),
+        (cfg.reward.verifier_timeout >= 0, "reward.verifier_timeout must be >= 0 (0: no limit)"),
+        (cfg.reward.max_abs_score > 0, "reward.max_abs_score must be > 0"),
+        (0 <= cfg.reward.warn_error_rate <= 1, "reward.warn_error_rate must be in [0, 1]"),
+        (cfg.rollout.max_memory_gb >= 0, "rollout.max_memory_gb must be >= 0 (0: the device's free memory)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from verifrl.config import Config
 from verifrl.groups import sample_groups, training_sampling
+from verifrl.memory import check_sampling_memory
 from verifrl.models import load_policy, seed_everything
 from verifrl.prompts import prepare_task, prompt_for
 from verifrl.scoring import build_verifiers
@@ -18,10 +19,12 @@ def dry_run(cfg: Config, log=print, show: int = 2) -> dict:
     Prints the first ``show`` prompts with their completions and rewards; returns the whole batch.
     """
     seed_everything(cfg.trainer.seed)
-    verifiers = build_verifiers(cfg.reward.verifiers)
+    verifiers = build_verifiers(cfg.reward.verifiers, timeout=cfg.reward.verifier_timeout,
+                                max_abs_score=cfg.reward.max_abs_score)
     try:
         policy, tokenizer = load_policy(cfg.model, log=log)
         task = prepare_task(cfg, tokenizer)
+        check_sampling_memory(cfg, policy, task.longest_prompt_tokens)
         rows = task.sampler.next_rows(cfg.rollout.num_prompts)
         prompts = [prompt_for(cfg, row, tokenizer) for row in rows]
         groups = sample_groups(policy, tokenizer, prompts, rows, verifiers, **training_sampling(cfg))

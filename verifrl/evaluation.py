@@ -13,6 +13,7 @@ from pathlib import Path
 from verifrl.checkpoint import latest_checkpoint, load_checkpoint
 from verifrl.config import Config
 from verifrl.groups import engine_options, sample_groups
+from verifrl.memory import check_sampling_memory
 from verifrl.models import load_policy, seed_everything
 from verifrl.prompts import prepare_task
 from verifrl.scoring import build_verifiers
@@ -93,7 +94,9 @@ def evaluate_checkpoint(cfg: Config, checkpoint: Path, log=print) -> dict:
     if step_dir is not None:
         load_checkpoint(step_dir, policy)
     task = prepare_task(cfg, tokenizer)
-    verifiers = build_verifiers(cfg.reward.verifiers)
+    check_sampling_memory(cfg, policy, task.longest_prompt_tokens)
+    verifiers = build_verifiers(cfg.reward.verifiers, timeout=cfg.reward.verifier_timeout,
+                                max_abs_score=cfg.reward.max_abs_score)
     try:
         result = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers, **eval_settings(cfg))
     finally:

@@ -13,7 +13,7 @@ from typing import Any
 import datasets
 
 from verifrl.config import Config
-from verifrl.tasks.loaders import load_task
+from verifrl.tasks.loaders import DataError, load_task
 
 
 class PromptError(ValueError):
@@ -78,6 +78,54 @@ class PromptSampler:
         self._order = self._shuffled(self.epoch)
 
 
+# a prompt is tokenized with add_special_tokens=False (rollout.generate); this margin covers a
+# sentencepiece dummy prefix and the like
+_SPECIAL_TOKEN_MARGIN = 16
+
+
+@dataclass
+class PromptLengths:
+    """Which prompts fit ``data.max_prompt_tokens``, found without tokenizing the obvious cases."""
+
+    kept: list[int]  # indices of the prompts that fit
+    longest: int  # tokens of the longest kept prompt (0: none kept)
+
+
+def measure_prompts(prompts: list[str], tokenizer, max_tokens: int) -> PromptLengths:
+    """Keep the prompts of at most ``max_tokens`` tokens (0: keep all), as ``generate`` tokenizes them.
+
+    Tokenizing a 10 MB row costs seconds and memory, and most rows are short, so two bounds decide
+    most prompts without the tokenizer: every token covers at least one byte (byte-level BPE) or
+    one character (sentencepiece), so ``tokens <= utf-8 bytes + margin``; and no token covers
+    more characters than the longest vocabulary entry, so ``tokens >= characters / longest``.
+    Only prompts between the bounds are tokenized, and of the kept ones only as many as it takes
+    to find the longest exactly.
+    """
+    def tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    upper = [len(p.encode("utf-8", "replace")) + _SPECIAL_TOKEN_MARGIN for p in prompts]
+    exact: dict[int, int] = {}
+    if max_tokens:
+        longest_entry = max((len(t) for t in tokenizer.get_vocab()), default=1)
+        kept = []
+        for i, prompt in enumerate(prompts):
+            if upper[i] <= max_tokens:
+                kept.append(i)
+            elif len(prompt) <= max_tokens * longest_entry:
+                exact[i] = tokens(prompt)
+                if exact[i] <= max_tokens:
+                    kept.append(i)
+    else:
+        kept = list(range(len(prompts)))
+    longest = 0
+    for i in sorted(kept, key=lambda i: upper[i], reverse=True):  # longest in bytes first
+        if upper[i] <= longest:
+            break  # no later prompt can have more tokens than it has bytes
+        longest = max(longest, exact[i] if i in exact else tokens(prompts[i]))
+    return PromptLengths(kept, longest)
+
+
 @dataclass
 class Task:
     """The prompts of both splits, formatted once."""
@@ -85,7 +133,10 @@ class Task:
     sampler: PromptSampler
     test_prompts: list[str]
     test_rows: list[dict]
-    skipped: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)  # split -> rows without a question or answer
+    notes: list[str] = field(default_factory=list)
+    too_long: dict = field(default_factory=dict)  # split -> rows over data.max_prompt_tokens
+    longest_prompt_tokens: int = 0  # of the rows kept, both splits
 
 
 def prompt_for(cfg: Config, row: dict, tokenizer) -> str:
@@ -104,4 +155,15 @@ def prepare_task(cfg: Config, tokenizer) -> Task:
     if cfg.data.num_test:
         test_rows = test_rows[: cfg.data.num_test]
     test_prompts = [prompt_for(cfg, row, tokenizer) for row in test_rows]
-    return Task(PromptSampler(data.train, cfg.data.seed), test_prompts, test_rows, data.skipped)
+    # one over-long row would blow up the sampler's memory: such rows are skipped here and counted
+    limit = cfg.data.max_prompt_tokens
+    train_fit = measure_prompts([prompt_for(cfg, row, tokenizer) for row in data.train], tokenizer, limit)
+    test_fit = measure_prompts(test_prompts, tokenizer, limit)
+    too_long = {"train": len(data.train) - len(train_fit.kept), "test": len(test_prompts) - len(test_fit.kept)}
+    for split, fit in (("train", train_fit), ("test", test_fit)):
+        if not fit.kept:
+            raise DataError(f"data: every {split} prompt is longer than data.max_prompt_tokens={limit} tokens")
+    train = data.train if not too_long["train"] else data.train.select(train_fit.kept)
+    test_rows, test_prompts = [test_rows[i] for i in test_fit.kept], [test_prompts[i] for i in test_fit.kept]
+    return Task(PromptSampler(train, cfg.data.seed), test_prompts, test_rows, data.skipped, data.notes, too_long,
+                max(train_fit.longest, test_fit.longest))

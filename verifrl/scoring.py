@@ -33,6 +33,12 @@ class NamedVerifier:
     name: str
     weight: float
     verifier: Callable
+    timeout: float = 0.0
+    """reward.verifier_timeout: seconds per completion (0: the verifier runs on the caller's thread, unbounded)."""
+    max_abs_score: float = math.inf
+    """reward.max_abs_score: a score (or step score) of larger magnitude is a verifier error."""
+    stuck: list[threading.Thread] = field(default_factory=list, repr=False)
+    """Calls abandoned at their deadline that may still be running."""
 
     def close(self) -> None:
         close = getattr(self.verifier, "close", None)
@@ -56,23 +62,80 @@ class VerifierFailure(RuntimeError):
     """A verifier raised on a completion and on_verifier_error is 'raise'."""
 
 
-def build_verifiers(specs) -> list[NamedVerifier]:
-    """Instantiate the recipe's verifier specs (name, weight, kwargs)."""
+class VerifierTimeout(Exception):
+    """A verifier call passed its deadline (or the verifier is still stuck in earlier ones)."""
+
+
+MAX_STUCK_CALLS = 2
+"""Abandoned calls of one verifier that may still be running before it is no longer called at all
+(its rows score as timeouts at once) until they return: a verifier that never returns costs at
+most this many deadlines, and this many threads, not one per row."""
+
+
+def build_verifiers(specs, *, timeout: float = 0.0, max_abs_score: float = math.inf) -> list[NamedVerifier]:
+    """Instantiate the recipe's verifier specs (name, weight, kwargs) with the reward section's limits."""
     built, seen = [], collections.Counter()
     for spec in specs:
         seen[spec.name] += 1
         label = spec.name if seen[spec.name] == 1 else f"{spec.name}#{seen[spec.name]}"
-        built.append(NamedVerifier(label.replace(":", "."), spec.weight, get_verifier(spec.name, **spec.kwargs)))
+        built.append(NamedVerifier(label.replace(":", "."), spec.weight, get_verifier(spec.name, **spec.kwargs),
+                                   timeout, max_abs_score))
     return built
+
+
+def _call_with_deadline(named: NamedVerifier, fn: Callable, *args: Any, budget: float) -> Any:
+    """``fn(*args)``, bounded by ``budget`` seconds when ``named.timeout`` is set.
+
+    The call runs on a daemon thread; at the deadline the caller stops waiting and raises
+    :class:`VerifierTimeout`. Python cannot kill a thread, so the abandoned call runs on until it
+    returns (its result is dropped) or the process exits; it is remembered in ``named.stuck``.
+    The built-in verifiers run their expensive checks in worker processes that they kill at their
+    own deadlines, so for them this is only a backstop.
+    """
+    if not named.timeout:
+        return fn(*args)
+    named.stuck = [thread for thread in named.stuck if thread.is_alive()]
+    if len(named.stuck) >= MAX_STUCK_CALLS:
+        raise VerifierTimeout(f"verifier {named.name!r} is still stuck in {len(named.stuck)} calls that passed "
+                              f"reward.verifier_timeout={named.timeout:g}s")
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn(*args)
+        except BaseException as err:  # handed to the waiting caller
+            outcome["error"] = err
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=run, daemon=True, name=f"verifrl-verifier-{named.name}")
+    thread.start()
+    if not done.wait(budget):
+        named.stuck.append(thread)
+        raise VerifierTimeout(f"verifier {named.name!r} did not return within reward.verifier_timeout="
+                              f"{named.timeout:g}s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _timed_out(err: VerifierTimeout) -> VerifyResult:
+    return VerifyResult(score=0.0, info={"reason": "verifier_timeout", "error": str(err)})
 
 
 def _run_one(named: NamedVerifier, completions: list[str], examples: list[dict], on_error: str) -> tuple[list[VerifyResult], int]:
     if getattr(named.verifier, "verify_batch", None) is not None:
-        try:
-            return _reject_nonfinite(named, verify_batch(named.verifier, completions, examples), 0, completions,
-                                     on_error)
+        try:  # a batch gets the sum of its rows' deadlines
+            results = _call_with_deadline(named, verify_batch, named.verifier, completions, examples,
+                                          budget=named.timeout * max(1, len(completions)))
+            return _reject_invalid(named, results, 0, completions, on_error)
         except VerifierFailure:
             raise
+        except VerifierTimeout as err:
+            if on_error == "raise":
+                raise VerifierFailure(f"{err} on a batch of {len(completions)} completions") from None
+            return [_timed_out(err) for _ in completions], len(completions)
         except Exception as err:
             if on_error == "raise":
                 raise VerifierFailure(f"verifier {named.name!r} failed on a batch: {type(err).__name__}: {err}") from err
@@ -80,7 +143,13 @@ def _run_one(named: NamedVerifier, completions: list[str], examples: list[dict],
     results, errors = [], 0
     for completion, example in zip(completions, examples):
         try:
-            results.append(as_result(named.verifier(completion, example)))
+            results.append(as_result(_call_with_deadline(named, named.verifier, completion, example,
+                                                         budget=named.timeout)))
+        except VerifierTimeout as err:
+            if on_error == "raise":
+                raise VerifierFailure(f"{err} on completion {completion[:80]!r}") from None
+            errors += 1
+            results.append(_timed_out(err))
         except Exception as err:
             if on_error == "raise":
                 raise VerifierFailure(
@@ -88,24 +157,26 @@ def _run_one(named: NamedVerifier, completions: list[str], examples: list[dict],
                 ) from err
             errors += 1
             results.append(VerifyResult(score=0.0, info={"reason": "verifier_error", "error": repr(err)}))
-    return _reject_nonfinite(named, results, errors, completions, on_error)
+    return _reject_invalid(named, results, errors, completions, on_error)
 
 
-def _reject_nonfinite(named: NamedVerifier, results: list[VerifyResult], errors: int, completions: list[str],
-                      on_error: str) -> tuple[list[VerifyResult], int]:
-    """A NaN/inf score is a verifier bug that would turn every advantage of its group into NaN:
-    an error like a raise (stop, or score 0 and count it)."""
+def _reject_invalid(named: NamedVerifier, results: list[VerifyResult], errors: int, completions: list[str],
+                    on_error: str) -> tuple[list[VerifyResult], int]:
+    """A NaN/inf score is a verifier bug that would turn every advantage of its group into NaN, and
+    a huge finite one (1e300) turns the reward mean into inf: both are errors like a raise (stop,
+    or score 0 and count it)."""
     checked = []
     for result, completion in zip(results, completions):
         values = [result.score, *(result.step_scores or [])]
-        if all(math.isfinite(v) for v in values):
+        if all(math.isfinite(v) and abs(v) <= named.max_abs_score for v in values):
             checked.append(result)
             continue
+        problem = (f"a non-finite score ({values})" if not all(math.isfinite(v) for v in values) else
+                   f"a score beyond reward.max_abs_score={named.max_abs_score:g} ({values})")
         if on_error == "raise":
-            raise VerifierFailure(f"verifier {named.name!r} returned a non-finite score ({values}) on completion "
-                                  f"{completion[:80]!r}")
+            raise VerifierFailure(f"verifier {named.name!r} returned {problem} on completion {completion[:80]!r}")
         errors += 1
-        checked.append(VerifyResult(score=0.0, info={"reason": "verifier_error", "error": f"non-finite score {values}"}))
+        checked.append(VerifyResult(score=0.0, info={"reason": "verifier_error", "error": problem}))
     return checked + results[len(checked):], errors
 
 
@@ -133,6 +204,14 @@ def combine_results(
         metrics[f"verifier/{named.name}/error_rate"] = n_errors / n
         metrics[f"verifier/{named.name}/timeout_rate"] = reasons.get("timeout", 0) / n
         metrics[f"verifier/{named.name}/no_answer_rate"] = reasons.get("no_answer", 0) / n
+        metrics[f"verifier/{named.name}/verifier_timeout_rate"] = reasons.get("verifier_timeout", 0) / n
+        metrics[f"verifier/{named.name}/unparsed_reference_rate"] = reasons.get("unparseable_reference", 0) / n
+    calls = max(1, sum(len(results) for results in all_results))
+    metrics["reward/verifier_error_rate"] = sum(errors) / calls
+    metrics["reward/verifier_timeouts"] = sum(str(r.info.get("reason")) == "verifier_timeout"
+                                              for results in all_results for r in results)
+    metrics["reward/unparsed_reference_rate"] = sum(str(r.info.get("reason")) == "unparseable_reference"
+                                                    for results in all_results for r in results) / calls
     scores = torch.tensor([[r.score for r in results] for results in all_results], dtype=torch.float32).T  # (N, V)
     weights = torch.tensor([v.weight for v in verifiers], dtype=torch.float32)  # (V,)
     rewards = scores @ weights  # (N,)
@@ -243,6 +322,22 @@ class StreamingScorer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def rate_warnings(metrics: dict[str, Any], threshold: float) -> list[str]:
+    """Console warnings for a step whose verifier error or unparsed-reference rate passes
+    ``reward.warn_error_rate``: rewards of all zeros must not train in silence."""
+    warnings = []
+    errors = metrics.get("reward/verifier_error_rate", 0.0)
+    if errors > threshold:
+        timeouts = int(metrics.get("reward/verifier_timeouts", 0))
+        warnings.append(f"{errors:.0%} of verifier calls failed ({timeouts} timed out) and scored 0 "
+                        f"(reward.on_verifier_error=zero); see verifier/*/error_rate")
+    unparsed = metrics.get("reward/unparsed_reference_rate", 0.0)
+    if unparsed > threshold:
+        warnings.append(f"{unparsed:.0%} of reference answers could not be parsed (compared as text only): check "
+                        f"data.answer_field and the dataset's answers")
+    return warnings
 
 
 def step_metrics(step_scores: list[list[float]]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import json
 import math
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 
@@ -25,10 +25,12 @@ from verifrl.config import Config
 from verifrl.dynamic_sampling import select_step_groups
 from verifrl.evaluation import eval_settings, evaluate
 from verifrl.groups import sample_groups, training_sampling
+from verifrl.memory import check_sampling_memory
 from verifrl.models import load_policy, reference_model, seed_everything
 from verifrl.prompts import prepare_task, prompt_for
 from verifrl.rewards import kl_penalized_sequence_rewards
-from verifrl.scoring import build_verifiers, step_metrics
+from verifrl.rundir import claim_run_dir, truncate_step_logs
+from verifrl.scoring import build_verifiers, rate_warnings, step_metrics
 from verifrl.segments import step_end_tokens, token_char_offsets
 from verifrl.tracking import Tracker
 from verifrl.update import TrainBatch, batched_logprobs, update_policy
@@ -210,18 +212,28 @@ def _rollout_metrics(batch, scored, group_rewards: torch.Tensor, generated_token
 
 
 def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: Path | None = None,
-          log=print) -> dict:
-    """Run GRPO as configured; returns the summary (also written to ``summary.json``)."""
+          log=print, overwrite: bool = False) -> dict:
+    """Run GRPO as configured; returns the summary (also written to ``summary.json``).
+
+    The run directory is locked for the run's length (rank 0); one that holds another run is
+    refused unless ``resume`` continues it or ``overwrite`` deletes it (:mod:`verifrl.rundir`)."""
     wall_start = time.time()
     distributed.init()  # torchrun: join the process group (no-op in one process)
+    run_dir = Path(run_dir) if run_dir else make_run_dir(cfg, recipe_name)
+    with claim_run_dir(run_dir, resume=resume, overwrite=overwrite, log=log) if distributed.is_main() else nullcontext():
+        return _train(cfg, recipe_name, resume, run_dir, log, wall_start)
+
+
+def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall_start: float) -> dict:
     cfg.model.device = distributed.device_for_rank(cfg.model.device)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     seed_everything(cfg.trainer.seed)
-    run_dir = Path(run_dir) if run_dir else make_run_dir(cfg, recipe_name)
     if resume and latest_checkpoint(run_dir) is None:
         raise FileNotFoundError(f"--resume: no checkpoint under {run_dir}/checkpoints")
-    verifiers = build_verifiers(cfg.reward.verifiers)  # fail on a bad verifier name before loading a model
+    # fail on a bad verifier name before loading a model
+    verifiers = build_verifiers(cfg.reward.verifiers, timeout=cfg.reward.verifier_timeout,
+                                max_abs_score=cfg.reward.max_abs_score)
     if not distributed.is_main():
         distributed.barrier()  # rank 0 first: it builds/downloads the model once, the others then load it
     policy, tokenizer = load_policy(cfg.model, log=log)
@@ -229,9 +241,15 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
         distributed.barrier()
     distributed.broadcast_parameters(policy)  # every rank starts from rank 0's weights
     task = prepare_task(cfg, tokenizer)
+    for note in task.notes:
+        log(note)
     for split, count in task.skipped.items():
         if count:
             log(f"data: skipped {count} {split} rows without a question or answer")
+    for split, count in task.too_long.items():
+        if count:
+            log(f"data: skipped {count} {split} rows longer than data.max_prompt_tokens={cfg.data.max_prompt_tokens}"
+                " tokens")
     reference = reference_model(policy) if cfg.loss.beta > 0 else None  # LoRA: the adapter-disabled base
     if reference is not None and resume:  # the reference is the initial policy, saved alongside
         reference.load_state_dict(torch.load(run_dir / "checkpoints" / "reference.pt", weights_only=True))
@@ -243,6 +261,7 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.trainer.lr, betas=cfg.trainer.adam_betas,
                                   weight_decay=cfg.trainer.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    check_sampling_memory(cfg, policy, task.longest_prompt_tokens)  # before the first batch is allocated
     config_dict = cfg.to_dict()
 
     start_step, trainer_state = 0, {}
@@ -252,6 +271,10 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
         task.sampler.load_state_dict(trainer_state["sampler"])
         start_step = trainer_state["step"]
         log(f"resumed from {checkpoint} at step {start_step}")
+        if distributed.is_main():  # steps logged after the checkpoint are run again: drop their records
+            for name, dropped in truncate_step_logs(run_dir, start_step).items():
+                if dropped:
+                    log(f"{name}: dropped {dropped} lines logged after step {start_step}")
 
     if not distributed.is_main():  # only rank 0 writes the run directory and wandb; the rest write scratch
         run_dir, log = distributed.scratch_run_dir(), (lambda *_, **__: None)
@@ -293,6 +316,8 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
                 periodic = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers, **eval_kwargs)
                 metrics.update({f"eval/{k}": v for k, v in periodic.items()})
             tracker.log(step, metrics)
+            for warning in rate_warnings(metrics, cfg.reward.warn_error_rate):
+                log(f"warning: step {step}: {warning}")
             if cfg.logging.sample_table_every and step % cfg.logging.sample_table_every == 0:
                 tracker.log_samples(step, samples)
             diverging = bool(cfg.trainer.max_nonfinite_updates) and \
@@ -323,6 +348,9 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
             "wall_seconds": time.time() - wall_start,
             "train_seconds": state(cfg.trainer.steps)["train_seconds"],
             "wandb_mode": tracker.wandb_mode,
+            "data": {"train_rows": len(task.sampler.dataset), "test_rows": len(task.test_rows),
+                     "skipped_without_answer": dict(task.skipped), "skipped_too_long": dict(task.too_long),
+                     "longest_prompt_tokens": task.longest_prompt_tokens},
             "config": config_dict,
         }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -3,7 +3,9 @@
 Place: called by :mod:`guard` inside the worker process (with a deadline) and by the fast path in
 :mod:`fastpath` never (that one needs no sympy). Returns ``(equal, reason)`` where reason is
 ``"correct"``, ``"wrong"`` or ``"unparseable"`` (the prediction has no mathematical reading; an
-unparseable *reference* is compared as text only).
+unparseable *reference* is compared as text only; a mathematical prediction that does not match a
+reference with no mathematical reading says ``"unparseable_reference"`` instead of ``"wrong"``, so a
+dataset whose answers never parse shows up in the metrics instead of as silent zeros).
 """
 
 from __future__ import annotations
@@ -39,4 +41,8 @@ def check(pred: str, gold: str, policy: Policy) -> tuple[bool, str]:
         for p in pr:
             if readings_equal(g, p, policy):
                 return True, "correct"
-    return False, "wrong"
+    # a mathematical prediction against a reference that only reads as words ("the answer is
+    # clearly two"): it can never match, which says more about the reference than the prediction
+    gold_is_math = any(not isinstance(g.node, Text) for g in gr)
+    pred_is_math = any(not isinstance(p.node, Text) for p in pr)
+    return False, "wrong" if gold_is_math or not pred_is_math else "unparseable_reference"

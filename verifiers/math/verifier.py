@@ -6,6 +6,8 @@ numbers are decided in-process in microseconds; anything else goes to a persiste
 process with a deadline (:mod:`guard`), which caches parsed references.
 
 ``info`` of every result: ``reason`` (``correct``, ``wrong``, ``no_answer``, ``unparseable``,
+``unparseable_reference`` (wrong: a mathematical answer against a reference that reads only as
+words),
 ``timeout``, ``memory``, ``error``), ``extracted`` (the prediction's answer string or None) and
 ``reference`` (the reference answer string compared against).
 """
@@ -24,7 +26,7 @@ from verifiers.math.guard import close_pools, get_pool
 from verifiers.math.policy import Policy
 
 _CACHE_SIZE = 20000
-_CACHEABLE = {"correct", "wrong", "unparseable"}
+_CACHEABLE = {"correct", "wrong", "unparseable", "unparseable_reference"}
 
 
 class _ResultCache:

@@ -45,10 +45,15 @@ class Problem:
         return "\n".join((*self.steps, f"Answer: {self.answer}"))
 
 
-def split_of(question: str) -> str:
-    """The split a question belongs to; stable across runs, machines and Python versions."""
+def question_hash(question: str) -> float:
+    """A question's place in [0, 1): stable across runs, machines and Python versions."""
     digest = hashlib.sha256(question.encode()).digest()
-    return "test" if int.from_bytes(digest[:8], "big") / 2**64 < TEST_FRACTION else "train"
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_of(question: str, test_fraction: float = TEST_FRACTION) -> str:
+    """The split a question belongs to: ``test`` for the lowest ``test_fraction`` of the hash space."""
+    return "test" if question_hash(question) < test_fraction else "train"
 
 
 def _apply(a: int, op: str, b: int) -> int:

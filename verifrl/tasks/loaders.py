@@ -13,6 +13,9 @@ Sources (``data.source`` in a recipe):
   (``data.test_path``).
 - ``hf`` / ``json``: any dataset; ``data.question_field`` and ``data.answer_field`` name the columns.
 
+A single local file with no ``data.test_path`` is split into disjoint train and test parts by a
+hash of the question (``data.test_fraction`` held out), never used as both; the sizes are logged.
+
 Rows whose question or reference answer is missing or empty are skipped and counted (the count
 is returned and logged), never passed on to crash a verifier later. A file or dataset without
 the needed columns raises :class:`DataError` naming it and the columns, before any model loads.
@@ -21,13 +24,13 @@ the needed columns raises :class:`DataError` naming it and the columns, before a
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from verifrl.tasks.arithmetic import arithmetic_dataset
+from verifrl.tasks.arithmetic import arithmetic_dataset, question_hash
 
 DEFAULT_HUB_NAMES = {
     "gsm8k": ("openai/gsm8k", "main"),
@@ -51,6 +54,7 @@ class LoadedTask:
     train: datasets.Dataset
     test: datasets.Dataset
     skipped: dict[str, int]  # split -> rows dropped for a missing question/answer
+    notes: list[str] = field(default_factory=list)  # one line each, for the run's log (e.g. split sizes)
 
 
 def gsm8k_reference(answer_text: str) -> str | None:
@@ -145,6 +149,8 @@ def load_task(cfg) -> LoadedTask:
     train_name = cfg.path or DEFAULT_HUB_NAMES[cfg.source][0]
     subsets = list(cfg.subsets)
     test_path = cfg.test_path
+    if not test_path and Path(train_name).expanduser().is_file():
+        return _split_single_file(cfg, train_name)
     splits, skipped = {}, {}
     for role, split in (("train", cfg.train_split), ("test", cfg.test_split)):
         name = test_path if role == "test" and test_path else train_name
@@ -154,8 +160,32 @@ def load_task(cfg) -> LoadedTask:
         ds, skipped[role] = _normalise(raw, cfg.source, cfg.question_field, cfg.answer_field, where)
         if len(ds) == 0:
             raise DataError(f"{where}: no usable rows (all {skipped[role]} lacked a question or answer)")
-        cap = cfg.num_train if role == "train" else cfg.num_test
-        if cap and len(ds) > cap:
-            ds = ds.shuffle(seed=cfg.seed).select(range(cap))
-        splits[role] = ds
+        splits[role] = _cap(ds, cfg, role)
     return LoadedTask(splits["train"], splits["test"], skipped)
+
+
+def _cap(ds: datasets.Dataset, cfg, role: str) -> datasets.Dataset:
+    cap = cfg.num_train if role == "train" else cfg.num_test
+    if cap and len(ds) > cap:
+        ds = ds.shuffle(seed=cfg.seed).select(range(cap))
+    return ds
+
+
+def _split_single_file(cfg, path: str) -> LoadedTask:
+    """One local file and no ``data.test_path``: hold out the questions whose hash falls below
+    ``data.test_fraction`` (as the built-in task does), so no test question is ever trained on
+    (a repeated question lands in one split with all its copies)."""
+    ds, skipped = _normalise(_read(path, cfg.train_split, None), cfg.source, cfg.question_field, cfg.answer_field,
+                             path)
+    in_test = [question_hash(str(q)) < cfg.test_fraction for q in ds["question"]]
+    test_rows = [i for i, held in enumerate(in_test) if held]
+    train_rows = [i for i, held in enumerate(in_test) if not held]
+    if not test_rows or not train_rows:
+        empty = "test" if not test_rows else "train"
+        raise DataError(f"{path}: splitting its {len(ds)} usable rows by question hash with data.test_fraction="
+                        f"{cfg.test_fraction} leaves the {empty} part empty; change data.test_fraction or give "
+                        f"the held-out rows as data.test_path")
+    note = (f"data: {path} is a single file: split by question hash (data.test_fraction={cfg.test_fraction}) "
+            f"into {len(train_rows)} train / {len(test_rows)} test of {len(ds)} rows")
+    return LoadedTask(_cap(ds.select(train_rows), cfg, "train"), _cap(ds.select(test_rows), cfg, "test"),
+                      {"train": skipped, "test": 0}, [note])
