@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from verifrl import distributed
+from verifrl import distributed, hf_export
 
 
 def _fsync_dir(path: Path) -> None:
@@ -153,20 +153,24 @@ def load_checkpoint(path: Path, model, optimizer=None, scheduler=None) -> dict:
     return {"step": state["step"], **state["trainer"]}
 
 
-def save_final_model(model, tokenizer, path: Path) -> None:
-    """The policy as a plain Hugging Face model directory. An FSDP-sharded policy's full weights
-    are gathered (every rank must call this) and written by rank 0 only. A LoRA policy is saved
-    as its adapter in ``path`` and, merged into the base weights, as a plain model in ``path/merged``."""
+def save_final_model(model, tokenizer, path: Path, log=print) -> None:
+    """The policy as a plain Hugging Face model directory (:func:`verifrl.hf_export.save_model_dir`).
+    An FSDP-sharded policy's full weights are gathered (every rank must call this) and written by
+    rank 0 only. A LoRA policy is saved as its adapter in ``path`` and, merged into the base
+    weights, as a plain model in ``path/merged``."""
     state = distributed.full_model_state(model) if distributed.is_sharded(model) else None
-    if state is not None and not distributed.is_main():
+    if not distributed.is_main():
         return
-    model.save_pretrained(path, state_dict=state)
-    tokenizer.save_pretrained(path)
-    if hasattr(model, "merge_adapter"):
-        _save_merged_lora(model, tokenizer, path / "merged")
+    if _is_peft(model):
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        hf_export.declare_generic_tokenizer_class(Path(path))
+        _save_merged_lora(model, tokenizer, Path(path) / "merged", log)
+    else:
+        hf_export.save_model_dir(model, tokenizer, path, state_dict=state, log=log)
 
 
-def _save_merged_lora(model, tokenizer, path: Path) -> None:
+def _save_merged_lora(model, tokenizer, path: Path, log=print) -> None:
     """Merge the adapter into the base weights in place, save them under plain names, unmerge.
 
     In place (not a merged copy) so that a large model on a GPU is never held twice.
@@ -176,7 +180,6 @@ def _save_merged_lora(model, tokenizer, path: Path) -> None:
         base = model.get_base_model()
         merged = {name.replace(".base_layer.", "."): tensor for name, tensor in base.state_dict().items()
                   if "lora_" not in name}
-        base.save_pretrained(path, state_dict=merged)
-        tokenizer.save_pretrained(path)
+        hf_export.save_model_dir(base, tokenizer, path, state_dict=merged, log=log)
     finally:
         model.unmerge_adapter()
