@@ -122,7 +122,8 @@ def load_exported_weights(path: Path) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for file in files:
         state.update(load_file(file))
-    config = json.loads((path / "config.json").read_text())
+    config_file = path / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
     if config.get(_LLAMAFIED_MARKER) == "qwen2":
         added = [k for k in state if k.endswith("self_attn.o_proj.bias")]
         if any(bool(state[k].any()) for k in added):

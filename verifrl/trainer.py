@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import torch
 
 from data.loaders import load_task
 from verifrl.advantages import token_advantages
-from verifrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final_model
+from verifrl.checkpoint import is_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint, save_final_model
 from verifrl import distributed
 from verifrl.config import Config
 from verifrl.dynamic_sampling import collect_informative
@@ -312,13 +311,17 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
         start_step = trainer_state["step"]
         log(f"resumed from {checkpoint} at step {start_step}")
 
-    if not distributed.is_main():  # only rank 0 writes the run directory and wandb; the rest write scratch
-        run_dir, log = distributed.scratch_run_dir(), (lambda *_, **__: None)
-    tracker = Tracker(run_dir, config_dict, total_steps=cfg.trainer.steps,
-                      wandb_mode=cfg.logging.wandb if distributed.is_main() else "disabled",
+    # only rank 0 writes the run directory, logs and prints; the other ranks write nothing at all
+    main_rank = distributed.is_main()
+    if not main_rank:
+        log = lambda *_, **__: None  # noqa: E731
+    tracker = Tracker(run_dir, config_dict, total_steps=cfg.trainer.steps, wandb_mode=cfg.logging.wandb,
                       project=cfg.logging.wandb_project, run_name=cfg.logging.run_name or run_dir.name,
-                      progress=cfg.logging.progress and distributed.is_main(), resume=resume)
-    (run_dir / "config.json").write_text(json.dumps(config_dict, indent=2, default=str))
+                      progress=cfg.logging.progress, resume=resume, report_to=cfg.logging.report_to,
+                      write=main_rank, log=log)
+    if main_rank:
+        (run_dir / "config.json").write_text(json.dumps(config_dict, indent=2, default=str))
+    exit_code = 1
     eval_kwargs = dict(max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
                        chunk_size=cfg.rollout.chunk_size, on_verifier_error=cfg.reward.on_verifier_error,
                        engine=cfg.rollout.engine, engine_options=_engine_options(cfg))
@@ -363,7 +366,7 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
             if diverging or (cfg.checkpoint.every_steps and (step + 1) % cfg.checkpoint.every_steps == 0):
                 # diverging: the skipped updates left the weights finite, so they are saved, not lost
                 save_checkpoint(run_dir, step + 1, policy, optimizer, scheduler, state(step + 1), config_dict,
-                                cfg.checkpoint.keep_last)
+                                cfg.checkpoint.keep_last, tokenizer=tokenizer)
             if diverging:
                 raise NonFiniteTraining(
                     f"{nonfinite_in_a_row} updates in a row had a NaN/inf gradient (last at step {step}); they were "
@@ -372,12 +375,12 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
                     f"rate too high, float16 overflow, NaN log-probs (see metrics.jsonl)")
         if cfg.trainer.steps > start_step or not cfg.checkpoint.every_steps:
             save_checkpoint(run_dir, cfg.trainer.steps, policy, optimizer, scheduler, state(cfg.trainer.steps),
-                            config_dict, cfg.checkpoint.keep_last)
+                            config_dict, cfg.checkpoint.keep_last, tokenizer=tokenizer)
         eval_after = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers,
                               pass_k=cfg.eval.pass_k, pass_k_temperature=cfg.eval.pass_k_temperature, **eval_kwargs)
         tracker.log(cfg.trainer.steps, {f"eval/{k}": v for k, v in eval_after.items()}, console=False)
         if cfg.checkpoint.save_final_model:
-            save_final_model(policy, tokenizer, run_dir / "final_model")
+            save_final_model(policy, tokenizer, run_dir / "final_model", log=log)
         summary = {
             "recipe": recipe_name,
             "run_dir": str(run_dir),
@@ -389,18 +392,21 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
             "wandb_mode": tracker.wandb_mode,
             "config": config_dict,
         }
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        if main_rank:
+            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         tracker.summary({"eval_before/accuracy": (eval_before or {}).get("accuracy"),
                          "eval_after/accuracy": eval_after["accuracy"]})
         log(before_after_table(eval_before, eval_after))
         log(f"run directory: {run_dir}  (summary.json, metrics.jsonl, wandb/)  wall {summary['wall_seconds']:.0f}s")
+        exit_code = 0
         return summary
+    except BaseException as err:  # SIGINT/SIGTERM (cli.Interrupted) carry 130/143; anything else fails with 1
+        exit_code = getattr(err, "exit_code", 130 if isinstance(err, KeyboardInterrupt) else 1)
+        raise
     finally:
-        tracker.close()
+        tracker.close(exit_code)
         for named in verifiers:
             named.close()
-        if not distributed.is_main():
-            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def before_after_table(before: dict | None, after: dict) -> str:
@@ -425,12 +431,13 @@ def evaluate_checkpoint(cfg: Config, checkpoint: Path, log=print) -> dict:
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
         raise FileNotFoundError(f"--checkpoint: {checkpoint} does not exist")
-    if (checkpoint / "config.json").exists() and not (checkpoint / "model.pt").exists() \
-            and (checkpoint / "tokenizer_config.json").exists():
+    if is_checkpoint(checkpoint):  # a step-N directory: the configured model, then its weights
+        step_dir = checkpoint
+    elif (checkpoint / "config.json").exists() and (checkpoint / "tokenizer_config.json").exists():
         cfg.model.name_or_path = str(checkpoint)
         step_dir = None
     else:
-        step_dir = checkpoint if (checkpoint / "model.pt").exists() else latest_checkpoint(checkpoint)
+        step_dir = latest_checkpoint(checkpoint)
         if step_dir is None:
             raise FileNotFoundError(f"--checkpoint: no checkpoint or model in {checkpoint}")
     seed_everything(cfg.trainer.seed)
