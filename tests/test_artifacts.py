@@ -8,7 +8,7 @@ import json
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from data.arithmetic import generate_problems
+from verifrl.tasks.arithmetic import generate_problems
 from verifrl.checkpoint import save_final_model
 from verifrl.embedded import prompt_text
 

@@ -23,7 +23,7 @@ _DIST = {"yaml": "pyyaml", "sklearn": "scikit-learn"}
 
 def _imported_modules() -> set[str]:
     names = set()
-    for folder in ("verifrl", "verifiers", "data"):
+    for folder in ("verifrl", "verifiers"):
         for file in (ROOT / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(file.read_text())):
                 if isinstance(node, ast.Import):
@@ -35,7 +35,7 @@ def _imported_modules() -> set[str]:
 
 def test_every_third_party_import_is_declared():
     # modules of the package itself, also those a sandbox script imports by its bare name
-    local = {"verifrl", "verifiers", "data", "tests"} | {p.stem for folder in ("verifrl", "verifiers", "data")
+    local = {"verifrl", "verifiers", "data", "tests"} | {p.stem for folder in ("verifrl", "verifiers")
                                                         for p in (ROOT / folder).rglob("*.py")}
     third_party = {n for n in _imported_modules() - local if n not in sys.stdlib_module_names and n != "__future__"}
     extras = {re.split(r"[<>=\[ ;]", d, maxsplit=1)[0].lower() for deps in PROJECT["optional-dependencies"].values()

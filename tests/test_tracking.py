@@ -55,6 +55,8 @@ def test_auto_mode_follows_wandb_environment_and_login(tmp_path, monkeypatch):
     assert resolve_wandb_mode("auto") == resolve_wandb_mode("online") == "offline"  # the environment wins
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert resolve_wandb_mode("offline") == "disabled"
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert resolve_wandb_mode("disabled") == "disabled"  # the recipe switched it off
 
 
 def test_wandb_mode_disabled_in_the_environment_writes_nothing(tmp_path, monkeypatch):
@@ -137,7 +139,7 @@ def test_a_signal_ends_the_run_with_one_line_and_closes_every_tracker(tmp_path, 
     assert not (run_dir / "summary.json").exists()
     import torch
 
-    from verifrl.config import load_config
+    from verifrl.config_loading import load_config
     from verifrl.models import load_policy
 
     cfg = load_config("recipes/tiny-arith.yaml", tiny_model_overrides())

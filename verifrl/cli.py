@@ -13,7 +13,8 @@ import sys
 import threading
 from pathlib import Path
 
-from verifrl.config import ConfigError, load_config
+from verifrl.config import ConfigError
+from verifrl.config_loading import load_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,7 +60,7 @@ def _fail(message: str) -> int:
 
 def _validate_task(cfg) -> None:
     """Load the dataset and check the prompt template before any model is loaded."""
-    from data.loaders import load_task
+    from verifrl.tasks.loaders import load_task
     from verifrl.prompts import template_fields
     from verifrl.scoring import build_verifiers
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from data.loaders import DataError
+    from verifrl.tasks.loaders import DataError
     from verifrl.models import ModelLoadError
     from verifrl.samplers import NonFiniteLogits
     from verifrl.tracking import TrackerError
@@ -126,7 +127,7 @@ def _run(args) -> int:
             except NonFiniteTraining as err:
                 return _fail(str(err))
         else:
-            from verifrl.trainer import evaluate_checkpoint
+            from verifrl.evaluation import evaluate_checkpoint
 
             if args.pass_k is not None:
                 cfg.eval.pass_k = args.pass_k

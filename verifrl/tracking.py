@@ -61,8 +61,10 @@ def wandb_has_credentials() -> bool:
 
 
 def resolve_wandb_mode(configured: str) -> str:
-    """The mode wandb runs in: ``WANDB_MODE`` when set, else the configured one (``auto``: online
-    with credentials, offline without)."""
+    """The mode wandb runs in: ``disabled`` when configured so, else ``WANDB_MODE`` when set, else
+    the configured one (``auto``: online with credentials, offline without)."""
+    if configured == "disabled":  # switched off in the recipe: the environment does not switch it on
+        return "disabled"
     env = os.environ.get("WANDB_MODE", "").strip().lower()
     if env in ("online", "offline", "disabled"):
         return env
