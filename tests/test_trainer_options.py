@@ -114,8 +114,11 @@ def test_lora_train_step_with_kl_saves_and_resumes_the_adapter(tmp_path):
     assert not any("lora" in name for name in merged.state_dict())
     ids = torch.tensor([[5, 9, 17, 3, 11, 2]])
     fresh.eval()
+    # the step checkpoint (base named in adapter_config.json + the adapter) loads with transformers + peft
+    stepped = AutoModelForCausalLM.from_pretrained(run / "checkpoints" / "step-2").eval()
     with torch.no_grad():
         assert torch.allclose(merged(input_ids=ids).logits, fresh(input_ids=ids).logits, atol=1e-4)
+        assert torch.allclose(stepped(input_ids=ids).logits, fresh(input_ids=ids).logits, atol=1e-4)
 
 
 @pytest.mark.slow
