@@ -9,6 +9,7 @@ from examples.custom_verifier import concise_answer
 from tests.conftest import tiny_model_overrides
 from verifiers import get_verifier
 from verifrl.cli import main
+from verifrl.hf_export import load_exported_weights
 
 
 def test_custom_verifier_scores_by_its_rule():
@@ -75,7 +76,7 @@ def test_training_stops_clearly_after_repeated_nonfinite_updates(tmp_path, capsy
     assert [r["update/nonfinite_skipped"] for r in records if "update/nonfinite_skipped" in r] == [0.0, 1.0, 1.0]
     # nothing lost: the last finite weights are a checkpoint the run can resume from
     assert (tmp_path / "nan" / "checkpoints" / "latest").read_text() == "step-3"
-    weights = torch.load(tmp_path / "nan" / "checkpoints" / "step-3" / "model.pt", weights_only=True)
+    weights = load_exported_weights(tmp_path / "nan" / "checkpoints" / "step-3")
     assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
 
 

@@ -15,6 +15,7 @@ from verifrl import distributed
 from verifrl.config import LossConfig
 from verifrl.embedded import build_model
 from verifrl.update import TrainBatch, update_policy
+from verifrl.hf_export import load_exported_weights
 
 P, G, LP, LC = 4, 3, 5, 6  # prompts, group size, prompt width, completion width
 
@@ -130,17 +131,11 @@ def _fsdp_worker(rank: int, world: int, port: int, model, batch: TrainBatch, tok
     optimizer = torch.optim.AdamW(sharded.parameters(), lr=1e-3)
     update_policy(sharded, optimizer, local, CASES[0], temperature=1.0, micro_batch_size=1 + rank,
                   max_grad_norm=1.0, max_completion_length=LC)
-    # a full optimizer state saved by rank 0 and loaded back by every rank restores the same shards
-    saved_model = distributed.full_model_state(sharded)
-    saved_optimizer = distributed.full_optimizer_state(sharded, optimizer)
-    if rank == 0:
-        torch.save((saved_model, saved_optimizer), os.path.join(out_dir, "full.pt"))
-    distributed.barrier()
-    full_model, full_optimizer = torch.load(os.path.join(out_dir, "full.pt"), weights_only=False)
+    # weights and optimizer state saved shard by shard (torch.distributed.checkpoint), loaded back by every rank
+    distributed.save_sharded(sharded, optimizer, os.path.join(out_dir, "dcp"))
     restored = distributed.shard_model(copy.deepcopy(model))
     restored_optimizer = torch.optim.AdamW(restored.parameters(), lr=1e-3)
-    distributed.load_full_model_state(restored, full_model)
-    distributed.load_full_optimizer_state(restored, restored_optimizer, full_optimizer)
+    distributed.load_sharded(restored, restored_optimizer, os.path.join(out_dir, "dcp"))
     same = all(torch.equal(a.to_local(), b.to_local()) for a, b in zip(sharded.parameters(), restored.parameters()))
     moments = [restored_optimizer.state[p]["exp_avg"].to_local() for p in restored.parameters()]
     same &= all(torch.equal(a, optimizer.state[p]["exp_avg"].to_local()) for a, p in zip(moments, sharded.parameters()))
@@ -228,8 +223,8 @@ def test_torchrun_two_ranks_trains_resumes_and_only_rank0_writes(tmp_path, paral
     scratch.mkdir()
     env = {**os.environ, "TMPDIR": str(scratch), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
 
-    def launch(steps: int, *extra: str) -> None:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+    def launch(steps: int, *extra: str, nproc: int = 2) -> None:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
                str(_free_port()), "-m", "verifrl", "train", "recipes/tiny-arith.yaml", *tiny_model_overrides(),
                f"trainer.steps={steps}", "trainer.threads=1", "rollout.num_prompts=2", "rollout.group_size=2",
                "rollout.max_new_tokens=8", "data.num_train=200", "data.num_test=4", "eval.before=false",
@@ -246,16 +241,24 @@ def test_torchrun_two_ranks_trains_resumes_and_only_rank0_writes(tmp_path, paral
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 3
     assert (run_dir / "checkpoints").is_dir()
     assert not list(scratch.glob("verifrl-rank*"))  # rank 1's scratch run directory was removed
-    if parallel == "fsdp":  # full (unsharded) weights in the checkpoint and in final_model
-        from transformers import AutoModelForCausalLM
+    assert not (run_dir / "checkpoints" / "step-3" / "distributed").exists() or parallel == "fsdp"
+    from transformers import AutoModelForCausalLM
 
-        weights = torch.load(run_dir / "checkpoints" / "step-3" / "model.pt", weights_only=True)
-        final = AutoModelForCausalLM.from_pretrained(run_dir / "final_model").state_dict()
+    # the checkpoint is a from_pretrained directory holding the full weights, as final_model does
+    step = AutoModelForCausalLM.from_pretrained(run_dir / "checkpoints" / "step-3").state_dict()
+    final = AutoModelForCausalLM.from_pretrained(run_dir / "final_model").state_dict()
+    assert set(final) == set(step) and all(torch.equal(final[k], step[k]) for k in final)
+    if parallel == "fsdp":
+        # sharded by torch.distributed.checkpoint, one file per rank; resumed by a single process
+        shards = sorted(p.name for p in (run_dir / "checkpoints" / "step-3" / "distributed").glob("*.distcp"))
+        assert len(shards) == 2, shards
         reference = torch.load(run_dir / "checkpoints" / "reference.pt", weights_only=True)
-        assert set(final) <= set(weights) and set(weights) == set(reference)
-        for name, tensor in final.items():
-            assert torch.equal(tensor, weights[name]), name
+        weights = load_exported_weights(run_dir / "checkpoints" / "step-3")
+        assert set(weights) <= set(reference)
         assert any(not torch.equal(weights[k], reference[k]) for k in weights)  # it did train
+        launch(4, "--resume", nproc=1)
+        lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert sorted(line["step"] for line in lines if "reward/mean" in line) == [0, 1, 2, 3]
 
 
 def test_fsdp_rejects_lora_and_dynamic_sampling():

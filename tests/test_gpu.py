@@ -19,6 +19,7 @@ import torch
 from tests.conftest import tiny_model_overrides
 from verifrl.rollout import generate
 from verifrl.update import completion_logprobs
+from verifrl.hf_export import load_exported_weights
 
 DEVICE = os.environ.get("VERIFRL_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -81,7 +82,7 @@ def test_training_in_bf16_updates_the_weights(tmp_path):
     assert final.config.dtype == torch.bfloat16
     # the frozen reference is the starting policy: the trained weights must have left it
     reference = torch.load(tmp_path / "run" / "checkpoints" / "reference.pt", weights_only=True, map_location="cpu")
-    weights = torch.load(tmp_path / "run" / "checkpoints" / "step-3" / "model.pt", weights_only=True, map_location="cpu")
+    weights = load_exported_weights(tmp_path / "run" / "checkpoints" / "step-3")
     assert all(t.dtype == torch.bfloat16 for t in weights.values() if t.is_floating_point())
     assert any(not torch.equal(weights[k], reference[k]) for k in weights)
 

@@ -15,6 +15,7 @@ import torch
 from tests.conftest import tiny_model_overrides
 from verifrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from verifrl.cli import main
+from verifrl.hf_export import load_exported_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 4
@@ -43,7 +44,7 @@ def _restore_threads():
 
 
 def _weights(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / f"step-{step}" / "model.pt", weights_only=True)
+    return load_exported_weights(run_dir / "checkpoints" / f"step-{step}")
 
 
 def _step_metrics(run_dir: Path) -> dict[int, dict]:

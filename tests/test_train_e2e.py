@@ -33,7 +33,7 @@ def test_train_writes_summary_metrics_checkpoint_and_wandb_offline_run(tmp_path,
                 "completion/mean_length", "time/generation", "time/verification", "time/update", "tokens_per_second"):
         assert key in steps[0], key
     assert (run / "checkpoints" / "latest").read_text() == "step-3"
-    assert (run / "checkpoints" / "step-2" / "model.pt").exists()
+    assert (run / "checkpoints" / "step-2" / "model.safetensors").exists()
     assert (run / "final_model" / "config.json").exists()
     offline_runs = list((run / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1 and list(offline_runs[0].glob("*.wandb"))

@@ -12,6 +12,7 @@ from verifrl.config_loading import load_config
 from verifrl.models import load_policy, reference_model
 from verifrl.rollout import generate
 from verifrl.update import TrainBatch, completion_logprobs, update_policy
+from safetensors.torch import load_file
 
 PROMPTS = ["Question: 12 + 7 = ?\nSolution:\n", "Question: 3 * 4 = ?\nSolution:\n"]
 
@@ -92,7 +93,7 @@ def test_lora_train_step_with_kl_saves_and_resumes_the_adapter(tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
     assert len(steps) == 1 and all(r["kl"] >= 0 for r in steps)
-    saved = torch.load(run / "checkpoints" / "step-1" / "model.pt", weights_only=True)
+    saved = load_file(run / "checkpoints" / "step-1" / "adapter_model.safetensors")
     assert saved and all("lora_" in k for k in saved)  # the adapter only, not the base weights
     assert torch.load(run / "checkpoints" / "reference.pt", weights_only=True) == {}
     assert (run / "final_model" / "adapter_config.json").exists()
@@ -113,8 +114,11 @@ def test_lora_train_step_with_kl_saves_and_resumes_the_adapter(tmp_path):
     assert not any("lora" in name for name in merged.state_dict())
     ids = torch.tensor([[5, 9, 17, 3, 11, 2]])
     fresh.eval()
+    # the step checkpoint (base named in adapter_config.json + the adapter) loads with transformers + peft
+    stepped = AutoModelForCausalLM.from_pretrained(run / "checkpoints" / "step-2").eval()
     with torch.no_grad():
         assert torch.allclose(merged(input_ids=ids).logits, fresh(input_ids=ids).logits, atol=1e-4)
+        assert torch.allclose(stepped(input_ids=ids).logits, fresh(input_ids=ids).logits, atol=1e-4)
 
 
 @pytest.mark.slow

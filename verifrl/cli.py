@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from verifrl.config import ConfigError
@@ -34,6 +36,23 @@ def _parser() -> argparse.ArgumentParser:
                     help="a run directory, a checkpoints/step-N directory, or a saved model directory")
     ev.add_argument("--pass-k", type=int, default=None, help="also report pass@k (overrides eval.pass_k)")
     return parser
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: unwinds the run like KeyboardInterrupt, so that trackers close
+    (wandb marked failed with this exit code) and no checkpoint is left half-renamed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    # a second signal while the run unwinds kills the process the default way
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Interrupted(signum)
 
 
 def _fail(message: str) -> int:
@@ -64,10 +83,26 @@ def main(argv: list[str] | None = None) -> int:
     if unknown_flags:
         parser.error(f"unrecognized arguments: {' '.join(unknown_flags)}")
     args.overrides = [*args.overrides, *extra]
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)} \
+        if in_main_thread else {}
+    try:
+        return _run(args)
+    except Interrupted as err:
+        print(f"verifrl: stopped by {err.signal_name}; checkpoints written so far are intact "
+              f"(continue with --resume)", file=sys.stderr)
+        return err.exit_code
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run(args) -> int:
     from verifrl.memory import SamplingMemoryError
     from verifrl.tasks.loaders import DataError
     from verifrl.models import ModelLoadError
     from verifrl.samplers import NonFiniteLogits
+    from verifrl.tracking import TrackerError
 
     try:
         cfg = load_config(args.recipe, args.overrides)
@@ -102,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.eval.pass_k = args.pass_k
             result = evaluate_checkpoint(cfg, Path(args.checkpoint))
             print(json.dumps(result))
-    except (ModelLoadError, FileNotFoundError, DataError, NonFiniteLogits, SamplingMemoryError) as err:
+    except (ModelLoadError, FileNotFoundError, DataError, NonFiniteLogits, SamplingMemoryError,
+            TrackerError) as err:
         return _fail(str(err))
     return 0
 

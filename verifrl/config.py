@@ -288,14 +288,17 @@ class LoggingConfig:
     """Parent directory of run directories."""
     run_name: str = ""
     """Run directory name (empty: recipe name + timestamp)."""
+    report_to: list[Literal["wandb", "tensorboard"]] = field(default_factory=lambda: ["wandb"])
+    """Trackers besides metrics.jsonl: wandb (pip install 'verifrl[wandb]'; skipped with a note when
+    not installed), tensorboard (event files under <run_dir>/tensorboard). [] for none."""
     wandb: Literal["auto", "online", "offline", "disabled"] = "auto"
-    """auto: online when WANDB_API_KEY is set, otherwise offline (sync later with `wandb sync`)."""
+    """auto: WANDB_MODE when set, else online when wandb has credentials (WANDB_API_KEY or `wandb login`), else offline."""
     wandb_project: str = "verifrl"
-    """wandb project name."""
+    """wandb project name (WANDB_PROJECT in the environment takes precedence)."""
     sample_table_every: int = 10
     """Log a table of sample completions with their rewards every N steps (0: off)."""
     progress: bool = True
-    """Show a console progress bar."""
+    """Print a progress line per step on the console (rank 0 only)."""
 
 
 @dataclass

@@ -27,8 +27,10 @@ in every backward, collectives that every rank must join, so under fsdp:
   zero-weight passes (:func:`missing_passes`, :func:`idle_pass`);
 * the reduce-scatter sums (divide factor 1), as the explicit all-reduce does, so the global loss
   normalisers stay right, and :func:`all_reduce_gradients` is skipped;
-* checkpoints hold full (unsharded) state dicts, gathered by every rank and written by rank 0
-  (:func:`full_model_state`, :func:`full_optimizer_state`), and are loaded back by every rank.
+* checkpoints hold the weights and optimizer state in ``torch.distributed.checkpoint`` format, each
+  rank writing its own shard (:func:`save_sharded`), and are re-sharded onto any number of ranks
+  when loaded (:func:`load_sharded`); the full weights are gathered only for the from_pretrained
+  copy in the checkpoint and ``final_model`` (:func:`full_model_state`).
 """
 
 from __future__ import annotations
@@ -158,14 +160,6 @@ def mean_metrics(metrics: dict) -> dict:
         values = [g[key] for g in gathered if key in g]
         out[key] = sum(values) / len(values)
     return out
-
-
-def scratch_run_dir() -> "os.PathLike":
-    """Where a non-zero rank's trainer writes what rank 0 writes for real (deleted at the end)."""
-    import tempfile
-    from pathlib import Path
-
-    return Path(tempfile.mkdtemp(prefix=f"verifrl-rank{rank()}-"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,13 +292,6 @@ def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=_state_dict_options())
 
 
-def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """The whole optimizer state (keyed by parameter name) on rank 0. A collective."""
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
-    return get_optimizer_state_dict(model, optimizer, options=_state_dict_options())
-
-
 def load_full_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Shard a full state dict (every rank passes the same one, read from the checkpoint) into the model."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
@@ -312,8 +299,48 @@ def load_full_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]
     set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
 
 
-def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Shard a full optimizer state dict (from :func:`full_optimizer_state`) into the optimizer."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+def save_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer, directory) -> None:
+    """Weights and optimizer state in ``torch.distributed.checkpoint`` format: every rank writes its
+    own shards into ``directory`` (shared by the ranks), no rank ever holds the whole. A collective."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(directory))
+
+
+def load_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, directory) -> None:
+    """Read a :func:`save_sharded` directory into this run's model (and optimizer): sharded over any
+    number of ranks, or a plain model in one process. Every rank calls it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict, set_state_dict
+
+    if optimizer is None:
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        model_state = get_model_state_dict(model)
+        dcp.load({"model": model_state}, checkpoint_id=str(directory), no_dist=not is_initialized())
+        set_model_state_dict(model, model_state)
+        return
+    model_state, optimizer_state = get_state_dict(model, optimizer)  # initialises empty AdamW state to load into
+    state = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(state, checkpoint_id=str(directory), no_dist=not is_initialized())
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def gather_objects(value) -> list:
+    """``[value of rank 0, value of rank 1, ...]`` on every rank (``[value]`` in one process)."""
+    if not is_initialized() or world_size() == 1:
+        return [value]
+    gathered: list = [None] * world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def broadcast_object(value):
+    """Rank 0's ``value`` on every rank."""
+    if not is_initialized() or world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

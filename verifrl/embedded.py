@@ -30,6 +30,7 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from verifrl.config import EmbeddedModelConfig
 from verifrl.tasks.arithmetic import generate_problems
+from verifrl.hf_export import declare_generic_tokenizer_class
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -187,6 +188,7 @@ def embedded_policy(cfg: EmbeddedModelConfig | None = None, log=print) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    declare_generic_tokenizer_class(staging)  # a name transformers 4 reads too (5 writes TokenizersBackend)
     (staging / "verifrl_build.json").write_text(
         json.dumps({"config": asdict(cfg), "build_seconds": time.time() - start}, indent=2)
     )

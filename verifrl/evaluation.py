@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from verifrl.checkpoint import latest_checkpoint, load_checkpoint
+from verifrl.checkpoint import is_checkpoint, latest_checkpoint, load_checkpoint
 from verifrl.config import Config
 from verifrl.groups import engine_options, sample_groups
 from verifrl.memory import check_sampling_memory
@@ -81,12 +81,13 @@ def evaluate_checkpoint(cfg: Config, checkpoint: Path, log=print) -> dict:
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
         raise FileNotFoundError(f"--checkpoint: {checkpoint} does not exist")
-    if (checkpoint / "config.json").exists() and not (checkpoint / "model.pt").exists() \
-            and (checkpoint / "tokenizer_config.json").exists():
+    if is_checkpoint(checkpoint):  # a step-N directory: the configured model, then its weights
+        step_dir = checkpoint
+    elif (checkpoint / "config.json").exists() and (checkpoint / "tokenizer_config.json").exists():
         cfg.model.name_or_path = str(checkpoint)
         step_dir = None
     else:
-        step_dir = checkpoint if (checkpoint / "model.pt").exists() else latest_checkpoint(checkpoint)
+        step_dir = latest_checkpoint(checkpoint)
         if step_dir is None:
             raise FileNotFoundError(f"--checkpoint: no checkpoint or model in {checkpoint}")
     seed_everything(cfg.trainer.seed)

@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from verifrl.embedded import embedded_policy
+from verifrl.hf_export import TOKENIZER_PROBE
 
 
 class ModelLoadError(RuntimeError):
@@ -83,10 +84,6 @@ def model_path(model_cfg, log=print) -> str:
     return model_cfg.name_or_path
 
 
-# Digits, spaces, newlines, punctuation and a word: enough to expose a differing pre-tokenizer.
-_TOKENIZER_PROBE = "Q: What is 12+345?\n3 * 4 = 12\nAnswer: 7 apples, 1,000 x\t(9)"
-
-
 def _tokenizer_json_disagrees(tokenizer: PreTrainedTokenizerBase, path: str) -> bool:
     """True when a local ``tokenizer.json`` encodes differently from the loaded tokenizer.
 
@@ -98,8 +95,8 @@ def _tokenizer_json_disagrees(tokenizer: PreTrainedTokenizerBase, path: str) -> 
     if not file.is_file():
         return False
     saved = Tokenizer.from_file(str(file))
-    loaded = tokenizer.encode(_TOKENIZER_PROBE, add_special_tokens=False)
-    return saved.encode(_TOKENIZER_PROBE, add_special_tokens=False).ids != loaded
+    loaded = tokenizer.encode(TOKENIZER_PROBE, add_special_tokens=False)
+    return saved.encode(TOKENIZER_PROBE, add_special_tokens=False).ids != loaded
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
@@ -276,13 +275,17 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
                 if dropped:
                     log(f"{name}: dropped {dropped} lines logged after step {start_step}")
 
-    if not distributed.is_main():  # only rank 0 writes the run directory and wandb; the rest write scratch
-        run_dir, log = distributed.scratch_run_dir(), (lambda *_, **__: None)
-    tracker = Tracker(run_dir, config_dict, total_steps=cfg.trainer.steps,
-                      wandb_mode=cfg.logging.wandb if distributed.is_main() else "disabled",
+    # only rank 0 writes the run directory, logs and prints; the other ranks write nothing at all
+    main_rank = distributed.is_main()
+    if not main_rank:
+        log = lambda *_, **__: None  # noqa: E731
+    tracker = Tracker(run_dir, config_dict, total_steps=cfg.trainer.steps, wandb_mode=cfg.logging.wandb,
                       project=cfg.logging.wandb_project, run_name=cfg.logging.run_name or run_dir.name,
-                      progress=cfg.logging.progress and distributed.is_main(), resume=resume)
-    (run_dir / "config.json").write_text(json.dumps(config_dict, indent=2, default=str))
+                      progress=cfg.logging.progress, resume=resume, report_to=cfg.logging.report_to,
+                      write=main_rank, log=log)
+    if main_rank:
+        (run_dir / "config.json").write_text(json.dumps(config_dict, indent=2, default=str))
+    exit_code = 1
     eval_kwargs = eval_settings(cfg)
     try:
         eval_before = trainer_state.get("eval_before")
@@ -325,7 +328,7 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
             if diverging or (cfg.checkpoint.every_steps and (step + 1) % cfg.checkpoint.every_steps == 0):
                 # diverging: the skipped updates left the weights finite, so they are saved, not lost
                 save_checkpoint(run_dir, step + 1, policy, optimizer, scheduler, state(step + 1), config_dict,
-                                cfg.checkpoint.keep_last)
+                                cfg.checkpoint.keep_last, tokenizer=tokenizer)
             if diverging:
                 raise NonFiniteTraining(
                     f"{nonfinite_in_a_row} updates in a row had a NaN/inf gradient (last at step {step}); they were "
@@ -334,11 +337,11 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
                     f"rate too high, float16 overflow, NaN log-probs (see metrics.jsonl)")
         if cfg.trainer.steps > start_step or not cfg.checkpoint.every_steps:
             save_checkpoint(run_dir, cfg.trainer.steps, policy, optimizer, scheduler, state(cfg.trainer.steps),
-                            config_dict, cfg.checkpoint.keep_last)
+                            config_dict, cfg.checkpoint.keep_last, tokenizer=tokenizer)
         eval_after = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers, **eval_kwargs)
         tracker.log(cfg.trainer.steps, {f"eval/{k}": v for k, v in eval_after.items()}, console=False)
         if cfg.checkpoint.save_final_model:
-            save_final_model(policy, tokenizer, run_dir / "final_model")
+            save_final_model(policy, tokenizer, run_dir / "final_model", log=log)
         summary = {
             "recipe": recipe_name,
             "run_dir": str(run_dir),
@@ -353,18 +356,21 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
                      "longest_prompt_tokens": task.longest_prompt_tokens},
             "config": config_dict,
         }
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        if main_rank:
+            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         tracker.summary({"eval_before/accuracy": (eval_before or {}).get("accuracy"),
                          "eval_after/accuracy": eval_after["accuracy"]})
         log(before_after_table(eval_before, eval_after))
         log(f"run directory: {run_dir}  (summary.json, metrics.jsonl, wandb/)  wall {summary['wall_seconds']:.0f}s")
+        exit_code = 0
         return summary
+    except BaseException as err:  # SIGINT/SIGTERM (cli.Interrupted) carry 130/143; anything else fails with 1
+        exit_code = getattr(err, "exit_code", 130 if isinstance(err, KeyboardInterrupt) else 1)
+        raise
     finally:
-        tracker.close()
+        tracker.close(exit_code)
         for named in verifiers:
             named.close()
-        if not distributed.is_main():
-            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def before_after_table(before: dict | None, after: dict) -> str:

@@ -26,6 +26,7 @@ import base64
 import json
 import logging
 import os
+import platform
 import queue
 import select
 import signal
@@ -110,16 +111,26 @@ class RunResult:
                    channel=base64.b64decode(report["channel_b64"]))
 
 
-def choose_layers(requested: str, available: list[str]) -> tuple[str, tuple[str, ...]]:
-    """Pick the isolation level: ``auto`` = the strongest available, loudly warned when weak."""
+def choose_layers(requested: str, available: list[str], machine: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """Pick the isolation level: ``auto`` = the strongest available, loudly warned when weak.
+
+    The seccomp filter is written for x86-64. On another architecture (``machine``, default this
+    one's) ``full`` and ``landlock`` run without it, with a one-line warning saying so, rather than
+    dropping to ``portable`` and losing namespaces and Landlock too.
+    """
+    machine = machine or platform.machine()
+    levels = LEVELS
+    if "seccomp" not in available and machine not in ("x86_64", "AMD64"):
+        levels = {name: tuple(layer for layer in layers if layer != "seccomp") for name, layers in LEVELS.items()}
     if requested != "auto":
-        if requested not in LEVELS:
+        if requested not in levels:
             raise ValueError(f"unknown isolation level {requested!r}; choose auto, {', '.join(LEVELS)}")
-        missing = [layer for layer in LEVELS[requested] if layer not in available]
+        missing = [layer for layer in levels[requested] if layer not in available]
         if missing:
             raise SandboxUnavailable(f"isolation {requested!r} needs {missing}, this machine offers {available}")
-        return requested, LEVELS[requested]
-    for level, layers in LEVELS.items():
+        _warn_without_seccomp(requested, levels, machine)
+        return requested, levels[requested]
+    for level, layers in levels.items():
         if all(layer in available for layer in layers):
             if level == "portable":
                 log.warning("code sandbox: only the PORTABLE level (rlimits) is available here: no "
@@ -127,8 +138,15 @@ def choose_layers(requested: str, available: list[str]) -> tuple[str, tuple[str,
                             "anything this user can. Do not train on untrusted code like this.")
             elif level != "full":
                 log.warning("code sandbox: no user namespaces here; running at level %r", level)
+            _warn_without_seccomp(level, levels, machine)
             return level, layers
     raise SandboxUnavailable(f"no isolation level works here (layers: {available})")
+
+
+def _warn_without_seccomp(level: str, levels: dict[str, tuple[str, ...]], machine: str) -> None:
+    if "seccomp" in LEVELS[level] and "seccomp" not in levels[level]:
+        log.warning("code sandbox: level %r runs WITHOUT seccomp on %s (the filter is x86-64 only): "
+                    "fork/exec, non-Unix sockets and ptrace are not refused by the kernel", level, machine)
 
 
 class _Zygote:
