@@ -72,7 +72,7 @@ def test_a_real_trl_grpo_step_is_rewarded_by_the_math_verifier(tmp_path, tiny_mo
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from verifrl.embedded import prompt_text
+    from verifrl.embedded import prompt_text  # noqa: F401
 
     tiny_tokenizer.padding_side = "left"
     # the untrained model is nudged towards ending on "7" (a logit bias on the sampler, not on the

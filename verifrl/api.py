@@ -50,7 +50,7 @@ def evaluate(cfg: Config, checkpoint: str | Path, *, pass_k: int | None = None) 
     ``checkpoint``: a run directory (its latest checkpoint), a ``checkpoints/step-N`` directory, or
     a saved model directory such as ``final_model``. ``pass_k`` overrides ``eval.pass_k``.
     """
-    from verifrl.trainer import evaluate_checkpoint
+    from verifrl.evaluation import evaluate_checkpoint
 
     if pass_k is not None:
         cfg.eval.pass_k = pass_k

@@ -96,7 +96,7 @@ def _panels(metrics: RunMetrics) -> list[tuple[str, list[str], list[str]]]:
     return panels
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, *, dpi: int = 80) -> Path:
+def write_report(run_dir: str | Path, out: str | Path | None = None, *, dpi: int = 64) -> Path:
     """Draw the curves of ``run_dir/metrics.jsonl`` into a PNG (default ``run_dir/report.png``)."""
     run_dir = Path(run_dir)
     path = run_dir / "metrics.jsonl"
