@@ -6,7 +6,7 @@ A *trivial run* is ``def f(x): return x`` with one call, judged end to end by
 :meth:`CodeVerifier.verify_batch` (parse, compile check, zygote fork, isolation, run, parent-side
 judging), so its latency is the sandbox's overhead per program. For scale, the script also times
 a bare ``python -I -S -c pass`` subprocess (what a non-zygote sandbox pays before any isolation).
-Figures depend on the machine's load: run it on an idle machine for the README.
+Figures depend on the machine's load: run it on an idle machine for docs/sandbox.md.
 """
 
 from __future__ import annotations

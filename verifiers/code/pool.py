@@ -6,7 +6,7 @@ separate ``python -I -S`` process with an empty environment in its own session; 
 feeds it one run at a time. A zygote that stops answering (or dies) is killed and replaced, and
 its run reported as a sandbox error, so a hung or crashed program never stalls the pool.
 
-Isolation levels, strongest first (see README "Code verifier"):
+Isolation levels, strongest first (see docs/sandbox.md):
 
 - ``full``:      rlimits + user/pid/net/mount/ipc/uts namespaces + Landlock + seccomp
 - ``landlock``:  rlimits + Landlock + seccomp (no namespaces: e.g. containers without userns)
