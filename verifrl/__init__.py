@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
-    "load_config": "verifrl.config",
+    "load_config": "verifrl.config_loading",
     "ConfigError": "verifrl.config",
     "train": "verifrl.api",
     "evaluate": "verifrl.api",

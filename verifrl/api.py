@@ -7,7 +7,7 @@
     print(evaluate(load_config("recipes/tiny-arith.yaml"), checkpoint=summary["run_dir"]))
 
 ``train`` returns the summary the CLI writes to ``summary.json``; ``evaluate`` returns the dict
-``verifrl eval`` prints. Bad configurations raise :class:`verifrl.config.ConfigError` before a
+``verifrl eval`` prints. Bad configurations raise :class:`verifrl.ConfigError` before a
 model is loaded.
 """
 
