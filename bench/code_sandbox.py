@@ -14,7 +14,7 @@ and the throughput of a warm pool over a batch. For scale, the script also times
 ``--compare-with DIR`` times the trivial run at level ``full`` alternately with this checkout
 and another one (e.g. ``git worktree add /tmp/before <commit>``), in rounds, so both see the
 same machine load: on a shared machine only such paired figures are comparable.
-Figures depend on the machine's load: run it on an idle machine for the docs.
+Figures depend on the machine's load: run it on an idle machine for docs/code-verifier.md.
 """
 
 from __future__ import annotations

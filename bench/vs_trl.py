@@ -1,6 +1,6 @@
 """verifrl vs TRL's GRPOTrainer: the same GRPO job, timed step by step on this machine.
 
-    python bench/vs_trl.py                      # the README table (~5-8 minutes on 2 CPU cores)
+    python bench/vs_trl.py                      # the docs/speed.md table (~5-8 minutes on 2 CPU cores)
     python bench/vs_trl.py --steps 2 --rounds 1 --prompts 2 --group 4 --max-new-tokens 16   # smoke
 
 Both frameworks train the same embedded tiny Qwen2 (``verifrl.embedded``, built once and cached)
@@ -294,7 +294,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--beta", type=float, default=0.0, help="KL coefficient (>0 loads a reference model; 0 as in recipes/tiny-arith.yaml and TRL)")
     parser.add_argument("--sft-steps", type=int, default=100, help="warm-start steps of the embedded model")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per framework (1: see README, 2 threads on a loaded 2-core machine is 5-10x slower for both)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per framework (1: see docs/speed.md, 2 threads on a loaded 2-core machine is 5-10x slower for both)")
     parser.add_argument("--num-train", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-dir", help="use this Hugging Face model directory instead of the embedded model")

@@ -1,7 +1,7 @@
 """The CUDA paths: sampler log-probs, the cb engine, bf16 training, torchrun with nccl.
 
 Skipped where no CUDA device is present (CI has none); run on a GPU machine with
-``python -m pytest -q tests/test_gpu.py``. README's speed section records the last such run.
+``python -m pytest -q tests/test_gpu.py``. docs/speed.md records the last such run.
 ``VERIFRL_TEST_DEVICE=cpu`` runs the same checks on the CPU (gloo instead of nccl), to try them
 without a GPU.
 """

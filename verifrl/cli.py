@@ -1,4 +1,5 @@
-"""Command line: ``verifrl train RECIPE [key=value ...] [--resume | --dry-run]`` and ``verifrl eval RECIPE --checkpoint DIR``.
+"""Command line: ``verifrl train RECIPE [key=value ...] [--resume | --dry-run]``, ``verifrl eval RECIPE
+--checkpoint DIR`` and ``verifrl report RUN_DIR [--out PNG]``.
 
 Configuration errors print one line naming the key or file and exit with status 2, before any
 model is loaded.
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", required=True,
                     help="a run directory, a checkpoints/step-N directory, or a saved model directory")
     ev.add_argument("--pass-k", type=int, default=None, help="also report pass@k (overrides eval.pass_k)")
+    report = sub.add_parser("report", help="draw a run's curves from its metrics.jsonl into a PNG")
+    report.add_argument("run_dir", help="a run directory (it holds metrics.jsonl)")
+    report.add_argument("--out", help="the PNG to write (default: RUN_DIR/report.png)")
     return parser
 
 
@@ -75,10 +79,24 @@ def _validate_task(cfg) -> None:
                           f"(it has {task.train.column_names})")
 
 
+def _report(args, extra: list[str], parser) -> int:
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from verifrl.report import ReportError, write_report
+
+    try:
+        print(write_report(args.run_dir, args.out))
+    except ReportError as err:
+        return _fail(str(err))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     # overrides may also follow the options (`train R --run-dir D trainer.lr=1e-4`)
     args, extra = parser.parse_known_args(argv)
+    if args.command == "report":
+        return _report(args, extra, parser)
     unknown_flags = [a for a in extra if a.startswith("-")]
     if unknown_flags:
         parser.error(f"unrecognized arguments: {' '.join(unknown_flags)}")

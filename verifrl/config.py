@@ -142,7 +142,7 @@ class RolloutConfig:
     """Sampler: ``loop`` (verifrl's KV-cache loop: shared prompt prefill, finished rows dropped),
     ``hf`` (``model.generate``), ``cb`` (transformers' continuous batching, ``generate_batch``) or
     ``vllm`` (a vLLM engine in this process, weights pushed before every rollout; GPU, optional
-    extra, not yet run by the authors: see README)."""
+    extra, not yet run by the authors: see docs/speed.md)."""
     vllm_gpu_memory_utilization: float = 0.3
     """engine=vllm: share of the GPU's memory vLLM may take (weights and KV cache)."""
     vllm_sleep: bool = True

@@ -83,6 +83,10 @@ class NonFiniteTraining(RuntimeError):
     """Too many consecutive updates had a non-finite gradient (trainer.max_nonfinite_updates)."""
 
 
+class StopTraining(Exception):
+    """Raised by an ``on_step`` callback to end the run after this step (as returning False does)."""
+
+
 def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, rows: list[dict],
             next_rows=None) -> tuple[dict, list[dict]]:
     """One GRPO step on a batch of prompt rows; returns its metrics and sample rows for the table.
@@ -211,19 +215,25 @@ def _rollout_metrics(batch, scored, group_rewards: torch.Tensor, generated_token
 
 
 def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: Path | None = None,
-          log=print, overwrite: bool = False) -> dict:
+          log=print, overwrite: bool = False, on_step=None) -> dict:
     """Run GRPO as configured; returns the summary (also written to ``summary.json``).
 
     The run directory is locked for the run's length (rank 0); one that holds another run is
-    refused unless ``resume`` continues it or ``overwrite`` deletes it (:mod:`verifrl.rundir`)."""
+    refused unless ``resume`` continues it or ``overwrite`` deletes it (:mod:`verifrl.rundir`).
+    ``on_step(step, metrics)`` is called after each logged step; returning False or raising
+    :class:`StopTraining` ends the run there as if ``trainer.steps`` had been reached: checkpoint,
+    final evaluation and summary (``stopped_at``), so ``--resume`` can continue it. Under torchrun
+    it must decide the same on every rank (the metrics it gets are the same there).
+    """
     wall_start = time.time()
     distributed.init()  # torchrun: join the process group (no-op in one process)
     run_dir = Path(run_dir) if run_dir else make_run_dir(cfg, recipe_name)
     with claim_run_dir(run_dir, resume=resume, overwrite=overwrite, log=log) if distributed.is_main() else nullcontext():
-        return _train(cfg, recipe_name, resume, run_dir, log, wall_start)
+        return _train(cfg, recipe_name, resume, run_dir, log, wall_start, on_step)
 
 
-def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall_start: float) -> dict:
+def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall_start: float,
+           on_step=None) -> dict:
     cfg.model.device = distributed.device_for_rank(cfg.model.device)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
@@ -307,6 +317,7 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
             return distributed.shard_rows(task.sampler.next_rows(total), total)
 
         nonfinite_in_a_row = 0
+        end_step = cfg.trainer.steps  # earlier when on_step stops the run
         for step in range(start_step, cfg.trainer.steps):
             rows = distributed.shard_rows(task.sampler.next_rows(cfg.rollout.num_prompts), cfg.rollout.num_prompts)
             metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, rows,
@@ -335,21 +346,26 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
                     f"skipped, and the run stops here. The weights, still finite, are saved as checkpoint step-"
                     f"{step + 1} (continue with --resume, e.g. with a lower trainer.lr). Usual causes: a learning "
                     f"rate too high, float16 overflow, NaN log-probs (see metrics.jsonl)")
-        if cfg.trainer.steps > start_step or not cfg.checkpoint.every_steps:
-            save_checkpoint(run_dir, cfg.trainer.steps, policy, optimizer, scheduler, state(cfg.trainer.steps),
+            if on_step is not None and not _continue_after(on_step, step, metrics):
+                end_step = step + 1
+                log(f"on_step stopped the run after step {end_step}/{cfg.trainer.steps}")
+                break
+        if end_step > start_step or not cfg.checkpoint.every_steps:
+            save_checkpoint(run_dir, end_step, policy, optimizer, scheduler, state(end_step),
                             config_dict, cfg.checkpoint.keep_last, tokenizer=tokenizer)
         eval_after = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers, **eval_kwargs)
-        tracker.log(cfg.trainer.steps, {f"eval/{k}": v for k, v in eval_after.items()}, console=False)
+        tracker.log(end_step, {f"eval/{k}": v for k, v in eval_after.items()}, console=False)
         if cfg.checkpoint.save_final_model:
             save_final_model(policy, tokenizer, run_dir / "final_model", log=log)
         summary = {
             "recipe": recipe_name,
             "run_dir": str(run_dir),
             "steps": cfg.trainer.steps,
+            "stopped_at": end_step if end_step < cfg.trainer.steps else None,
             "eval_before": eval_before,
             "eval_after": eval_after,
             "wall_seconds": time.time() - wall_start,
-            "train_seconds": state(cfg.trainer.steps)["train_seconds"],
+            "train_seconds": state(end_step)["train_seconds"],
             "wandb_mode": tracker.wandb_mode,
             "data": {"train_rows": len(task.sampler.dataset), "test_rows": len(task.test_rows),
                      "skipped_without_answer": dict(task.skipped), "skipped_too_long": dict(task.too_long),
@@ -371,6 +387,13 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
         tracker.close(exit_code)
         for named in verifiers:
             named.close()
+
+
+def _continue_after(on_step, step: int, metrics: dict) -> bool:
+    try:
+        return on_step(step, dict(metrics)) is not False
+    except StopTraining:
+        return False
 
 
 def before_after_table(before: dict | None, after: dict) -> str:

@@ -13,7 +13,7 @@ The lower-level entry point, for callers that just want a program run in the san
 :class:`RunResult` with ``exit``, ``signal``, ``timed_out``, ``output_limit``, ``stdout``,
 ``stderr``.
 
-Isolation levels, strongest first (see README "Code verifier"):
+Isolation levels, strongest first (see docs/sandbox.md):
 
 - ``full``:      rlimits + user/pid/net/mount/ipc/uts namespaces + Landlock + seccomp
 - ``landlock``:  rlimits + Landlock + seccomp (no namespaces: e.g. containers without userns)
