@@ -90,6 +90,9 @@ class DataConfig:
     """System message for chat templates (empty: none)."""
     seed: int = 0
     """Seed of the built-in generator and of prompt shuffling."""
+    difficulties: list[int] = field(default_factory=list)
+    """Built-in task only: difficulty levels to draw from (empty: 1-4, the main job's task; 5 and 6
+    are two-digit products that the tool-use recipes hand to the python tool)."""
 
 
 @dataclass

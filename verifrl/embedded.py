@@ -21,14 +21,14 @@ import random
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from data.arithmetic import generate_problems
+from data.arithmetic import DEFAULT_DIFFICULTIES, generate_problems
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -63,10 +63,26 @@ class EmbeddedModelConfig:
     worse (measured: 18% vs 61% greedy after the same steps)."""
     seed: int = 0
     """Seed of the tokenizer corpus, initial weights and warm-start batches."""
+    difficulties: list[int] = field(default_factory=list)
+    """Difficulty levels of the warm-start problems (empty: 1-4, the main job's task; the tool
+    recipes add 5 and 6, two-digit products)."""
+    tool_fraction: float = 0.0
+    """Share of warm-start solutions written as a python tool call (a ```python block, its
+    ```output block, then the answer) instead of stepwise; the rest are worked in the head."""
+    tool_vocabulary: bool = False
+    """Train the BPE tokenizer on tool-call transcripts too, so the fences and the output block
+    get merged tokens (the byte alphabet already represents any text, one byte per token)."""
 
     def cache_key(self) -> str:
-        blob = json.dumps({"v": _RECIPE_VERSION, **asdict(self)}, sort_keys=True)
+        settings = asdict(self)
+        for name in _TOOL_FIELDS:  # added later: left out at their defaults, so old keys still hold
+            if settings[name] == _TOOL_FIELDS[name]:
+                del settings[name]
+        blob = json.dumps({"v": _RECIPE_VERSION, **settings}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_TOOL_FIELDS = {"difficulties": [], "tool_fraction": 0.0, "tool_vocabulary": False}
 
 
 def cache_root() -> Path:
@@ -160,10 +176,10 @@ def warm_start(
     log=print,
 ) -> None:
     """Supervised fine-tuning on worked solutions of the train split (never the test split)."""
-    problems = generate_problems(cfg.sft_examples, "train", seed=cfg.seed + 1000)
+    problems = generate_problems(cfg.sft_examples, "train", seed=cfg.seed + 1000,
+                                 difficulties=tuple(cfg.difficulties or DEFAULT_DIFFICULTIES))
     rng = random.Random(cfg.seed)
-    pairs = [(prompt_text(p.question), p.solution("terse" if rng.random() < cfg.sft_terse_fraction else "stepwise"))
-             for p in problems]
+    pairs = [(prompt_text(p.question), p.solution(_solution_style(cfg, rng))) for p in problems]
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.sft_lr, weight_decay=0.01)
     warmup = max(1, cfg.sft_steps // 20)
 
@@ -191,6 +207,13 @@ def warm_start(
     model.eval()
 
 
+def _solution_style(cfg: EmbeddedModelConfig, rng: random.Random) -> str:
+    """Style of one warm-start solution; the tool draw is skipped at 0 so the default's stream is unchanged."""
+    if cfg.tool_fraction > 0 and rng.random() < cfg.tool_fraction:
+        return "tool"
+    return "terse" if rng.random() < cfg.sft_terse_fraction else "stepwise"
+
+
 def embedded_policy(cfg: EmbeddedModelConfig | None = None, log=print) -> Path:
     """Path of the built, warm-started embedded model; builds and caches it on first use.
 
@@ -204,8 +227,11 @@ def embedded_policy(cfg: EmbeddedModelConfig | None = None, log=print) -> Path:
     log(f"building the embedded model (cached afterwards in {target})")
     start = time.time()
     torch.manual_seed(cfg.seed)
-    corpus_problems = generate_problems(2000, "train", seed=cfg.seed + 2000)
+    corpus_problems = generate_problems(2000, "train", seed=cfg.seed + 2000,
+                                        difficulties=tuple(cfg.difficulties or DEFAULT_DIFFICULTIES))
     corpus = [prompt_text(p.question) + p.solution() for p in corpus_problems]
+    if cfg.tool_vocabulary:
+        corpus += [prompt_text(p.question) + p.solution("tool") for p in corpus_problems]
     tokenizer = build_tokenizer(corpus, cfg.vocab_size)
     model = build_model(cfg, tokenizer)
     log(f"tiny Qwen2 model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
