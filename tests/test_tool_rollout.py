@@ -7,7 +7,8 @@ from tests.tool_script import ScriptedLM
 from verifrl.rollout import generate
 from verifrl.samplers import completion_mask_with_tools
 from verifrl.tool_session import ToolSet, encode_observation
-from verifrl.tools import _FunctionTool, completed_call, strip_tool_output
+from verifiers.base import strip_tool_output
+from verifrl.tools import _FunctionTool, completed_call
 from verifrl.update import completion_logprobs
 
 PROMPT_A = "Question: Compute 48 * 37 + 25.\nSolution:\n"

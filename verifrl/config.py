@@ -130,6 +130,17 @@ class RolloutConfig:
     or max_refill_rounds extra rounds are spent. Counted in ``rollout/dropped_groups``."""
     max_refill_rounds: int = 3
     """Extra generation rounds a step may spend refilling (refill mode only)."""
+    tools: list[str] = field(default_factory=list)
+    """Tools the policy may call mid-rollout (registered names, e.g. ``[python]``; loop engine only):
+    a ```python block closed by the model runs in the sandbox and its output is spliced in as a
+    ```output block that is never trained on. Empty: no tools."""
+    max_tool_calls: int = 4
+    """Most tool calls per completion; later blocks get no output."""
+    max_observation_tokens: int = 256
+    """Most tokens of one spliced output block, fences included (longer output is cut with a
+    visible marker). Observation tokens do not count in max_new_tokens."""
+    tool_options: dict = field(default_factory=dict)
+    """Per-tool constructor options, e.g. ``{python: {timeout: 3.0, memory_mb: 512}}``."""
 
 
 @dataclass
@@ -152,6 +163,8 @@ class RewardConfig:
     """Exclude completions cut by the length limit from the loss (they still count in group stats)."""
     on_verifier_error: Literal["raise", "zero"] = "raise"
     """A verifier that raises: stop the run (raise) or score 0 and count it (zero)."""
+    tool_error_penalty: float = 0.0
+    """Subtracted from the reward once per tool call that raised, timed out or crashed (0: off)."""
     overlap_verification: bool | None = None
     """Verify completions on a background thread as they finish, while the rest are still sampled.
     None (null): on when the policy samples on a GPU, off on a CPU, where the checks compete with
@@ -446,6 +459,40 @@ def _check_vllm(cfg: Config) -> None:
         raise ConfigError("rollout.vllm_gpu_memory_utilization must be in (0, 1)")
 
 
+def _check_tools(cfg: Config) -> None:
+    """rollout.tools: registered names, the loop engine, sane budgets, options the tools accept."""
+    import inspect
+
+    from verifrl.tools import TOOLS, registered_tools
+
+    rollout = cfg.rollout
+    for name in rollout.tools:
+        if name not in TOOLS:
+            close = difflib.get_close_matches(name, registered_tools(), n=1)
+            raise ConfigError(f"rollout.tools: unknown tool {name!r} (registered: {', '.join(registered_tools())})"
+                              + (f"; did you mean {close[0]!r}?" if close else ""))
+    if len(set(rollout.tools)) != len(rollout.tools):
+        raise ConfigError("rollout.tools: a tool is named twice")
+    if rollout.engine != "loop":
+        raise ConfigError(f"rollout.tools needs rollout.engine=loop (tool calls are built in verifrl's own sampling "
+                          f"loop; the {rollout.engine!r} engine cannot pause a row mid-generation)")
+    if rollout.max_tool_calls < 1:
+        raise ConfigError("rollout.max_tool_calls must be >= 1")
+    if rollout.max_observation_tokens < 16:
+        raise ConfigError("rollout.max_observation_tokens must be >= 16 (the output fences and the marker need room)")
+    for name, options in rollout.tool_options.items():
+        if name not in rollout.tools:
+            raise ConfigError(f"rollout.tool_options: {name!r} is not in rollout.tools {rollout.tools}")
+        if not isinstance(options, dict):
+            raise ConfigError(f"rollout.tool_options.{name}: expected a mapping of options")
+        accepted = inspect.signature(TOOLS[name]).parameters if isinstance(TOOLS[name], type) else {}
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ConfigError(f"rollout.tool_options.{name}: unknown option(s) {unknown} (have: {', '.join(accepted)})")
+    if cfg.reward.tool_error_penalty < 0:
+        raise ConfigError("reward.tool_error_penalty must be >= 0 (it is subtracted per failed call)")
+
+
 def validate(cfg: Config) -> None:
     """Value checks that types alone cannot express."""
     checks = [
@@ -486,6 +533,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("trainer.parallel=fsdp needs rollout.dynamic_sampling=off")
     if cfg.rollout.engine == "vllm":
         _check_vllm(cfg)
+    if cfg.rollout.tools or cfg.rollout.tool_options:
+        _check_tools(cfg)
     if cfg.advantage.mode != "outcome" and cfg.rollout.group_size < 2:
         pass  # process supervision normalises over steps, so G=1 is still meaningful
     model = cfg.model.name_or_path

@@ -17,10 +17,11 @@ def dry_run(cfg: Config, log=print, show: int = 2) -> dict:
 
     Prints the first ``show`` prompts with their completions and rewards; returns the whole batch.
     """
-    from verifrl.trainer import _prompt, prepare_task, seed_everything  # the trainer's own formatting
+    from verifrl.trainer import _prompt, build_tools, prepare_task, seed_everything  # the trainer's own formatting
 
     seed_everything(cfg.trainer.seed)
     verifiers = build_verifiers(cfg.reward.verifiers)
+    tools = build_tools(cfg)
     try:
         policy, tokenizer = load_policy(cfg.model, log=log)
         task = prepare_task(cfg, tokenizer)
@@ -29,22 +30,28 @@ def dry_run(cfg: Config, log=print, show: int = 2) -> dict:
         G = cfg.rollout.group_size
         batch = generate(policy, tokenizer, prompts, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens,
                          temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                         chunk_size=cfg.rollout.chunk_size, engine=cfg.rollout.engine)
+                         chunk_size=cfg.rollout.chunk_size, engine=cfg.rollout.engine, tools=tools)
         examples = [row for row in rows for _ in range(G)]
         scored = score_rollouts(batch.texts, examples, verifiers, cfg.reward.on_verifier_error)
         rewards = scored.rewards.clone()
         if cfg.reward.overlong_cache_length:
-            rewards += overlong_penalty(batch.lengths, cfg.rollout.max_new_tokens, cfg.reward.overlong_cache_length)
+            rewards += overlong_penalty(batch.model_lengths, cfg.rollout.max_new_tokens,
+                                        cfg.reward.overlong_cache_length)
+        if tools is not None and cfg.reward.tool_error_penalty:
+            rewards -= cfg.reward.tool_error_penalty * batch.tool_errors.float()
     finally:
         for named in verifiers:
             named.close()
+        if tools is not None:
+            tools.close()
     result = {
         "prompts": prompts,
         "answers": [str(row.get("answer", "")) for row in rows],
         "completions": batch.texts,
         "rewards": [float(r) for r in rewards],
         "reasons": [str(r.info.get("reason", "")) for r in scored.results[0]],
-        "lengths": [int(n) for n in batch.lengths],
+        "lengths": [int(n) for n in batch.model_lengths],
+        "tool_calls": None if batch.tool_calls is None else [int(c) for c in batch.tool_calls],
         "train_rows": len(task.sampler.dataset),
         "test_rows": len(task.test_rows),
         "skipped": dict(task.skipped),
@@ -55,7 +62,10 @@ def dry_run(cfg: Config, log=print, show: int = 2) -> dict:
         log(f"--- prompt {p} (reference answer {result['answers'][p]!r}) ---\n{prompt}")
         for g in range(G):
             i = p * G + g
-            log(f"  [{g}] reward {result['rewards'][i]:+.3f} ({result['reasons'][i]}), {result['lengths'][i]} tokens: "
-                f"{batch.texts[i][:300]!r}")
+            calls = "" if tools is None else f", {result['tool_calls'][i]} tool calls"
+            # with tools the whole transcript (calls and outputs) is the thing to check
+            text = batch.texts[i] if tools is not None else batch.texts[i][:300]
+            log(f"  [{g}] reward {result['rewards'][i]:+.3f} ({result['reasons'][i]}), {result['lengths'][i]} "
+                f"{'own tokens' if tools is not None else 'tokens'}{calls}: {text!r}")
     log(f"mean reward {sum(result['rewards']) / max(1, len(result['rewards'])):.3f}")
     return result

@@ -40,27 +40,33 @@ def evaluate(
     correct_threshold: float = 1.0,
     engine: str = "loop",
     engine_options: dict | None = None,
+    tools=None,
 ) -> dict:
     """Greedy accuracy and mean reward (and pass@k when asked) on the given held-out rows.
 
     "Correct" means the first (primary) verifier's score reaches ``correct_threshold``; the mean
     reward is the weighted sum over all verifiers, as in training. ``engine`` samples as in
-    :func:`verifrl.rollout.generate` (the trainer passes ``rollout.engine``).
+    :func:`verifrl.rollout.generate` (the trainer passes ``rollout.engine``). With ``tools`` (a
+    :class:`~verifrl.tool_session.ToolSet`) greedy and pass@k completions call them as in training,
+    and ``tool_calls_per_completion`` / ``tool_call_rate`` of the greedy completions are reported.
     """
     greedy = generate(model, tokenizer, prompts, greedy=True, max_new_tokens=max_new_tokens, chunk_size=chunk_size,
-                      engine=engine, engine_options=engine_options)
+                      engine=engine, engine_options=engine_options, tools=tools)
     scored = score_rollouts(greedy.texts, examples, verifiers, on_verifier_error)
     correct = (scored.scores[:, 0] >= correct_threshold - 1e-9).float()
     result = {
         "accuracy": float(correct.mean()) if len(prompts) else 0.0,
         "mean_reward": float(scored.rewards.mean()) if len(prompts) else 0.0,
         "n": len(prompts),
-        "mean_length": float(greedy.lengths.float().mean()) if len(prompts) else 0.0,
+        "mean_length": float(greedy.model_lengths.float().mean()) if len(prompts) else 0.0,
     }
+    if greedy.tool_calls is not None and len(prompts):
+        result["tool_calls_per_completion"] = float(greedy.tool_calls.float().mean())
+        result["tool_call_rate"] = float((greedy.tool_calls > 0).float().mean())
     if pass_k:
         sampled = generate(model, tokenizer, prompts, group_size=pass_k, max_new_tokens=max_new_tokens,
                            temperature=pass_k_temperature, chunk_size=chunk_size, record_logprobs=False,
-                           engine=engine, engine_options=engine_options)
+                           engine=engine, engine_options=engine_options, tools=tools)
         repeated = [e for e in examples for _ in range(pass_k)]
         s_scored = score_rollouts(sampled.texts, repeated, verifiers, on_verifier_error)
         hits = (s_scored.scores[:, 0] >= correct_threshold - 1e-9).view(len(prompts), pass_k).sum(1)  # (P,)

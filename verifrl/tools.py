@@ -29,7 +29,6 @@ from typing import Any, Callable
 OUTPUT_OPEN = "```output\n"
 OUTPUT_CLOSE = "\n```\n"
 TRUNCATION_MARKER = "\n...[output truncated]"
-_OUTPUT_BLOCK = re.compile(r"```output\n.*?(?:\n```|$)", re.DOTALL)
 
 
 @dataclass
@@ -207,11 +206,6 @@ class PythonTool:
 
 
 # --------------------------------------------------------------------------- transcripts
-
-def strip_tool_output(text: str) -> str:
-    """The model's own text: every ```` ```output ```` block (or an unterminated one) removed."""
-    return _OUTPUT_BLOCK.sub("", text)
-
 
 def completed_call(text: str, names: list[str]) -> tuple[str, str] | None:
     """``(tool name, block text)`` when ``text`` (a row's text since its last observation) ends

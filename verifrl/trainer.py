@@ -33,6 +33,7 @@ from verifrl.rewards import kl_penalized_sequence_rewards, overlong_penalty
 from verifrl.rollout import generate
 from verifrl.scoring import StreamingScorer, build_verifiers, score_rollouts, step_metrics
 from verifrl.segments import step_end_tokens, token_char_offsets
+from verifrl.tool_session import ToolSet
 from verifrl.tracking import Tracker
 from verifrl.update import TrainBatch, batched_logprobs, update_policy
 
@@ -114,6 +115,29 @@ def step_ends_for(batch, tokenizer, step_spans) -> list[list[int]]:
     return ends
 
 
+def drop_observation_steps(step_ends: list[list[int]], step_scores: list[list[float]],
+                           tool_mask) -> tuple[list[list[int]], list[list[float]]]:
+    """Steps that end inside a tool observation are dropped with their scores: a step's reward is
+    credited to the tokens up to its end, and observation tokens are not the policy's. [N][K_i]."""
+    kept_ends, kept_scores = [], []
+    for i, (ends, scores) in enumerate(zip(step_ends, step_scores)):
+        keep = [k for k, end in enumerate(ends) if not bool(tool_mask[i, end])]
+        kept_ends.append([ends[k] for k in keep])
+        kept_scores.append([scores[k] for k in keep])
+    return kept_ends, kept_scores
+
+
+def tool_metrics(batch) -> dict[str, float]:
+    """tool/calls_per_completion, call_rate, error_rate (per call), observation_tokens (per completion)."""
+    if batch.tool_mask is None:
+        return {}
+    calls = batch.tool_calls.float()
+    return {"tool/calls_per_completion": float(calls.mean()),
+            "tool/call_rate": float((calls > 0).float().mean()),
+            "tool/error_rate": float(batch.tool_errors.sum()) / max(1.0, float(calls.sum())),
+            "tool/observation_tokens": float(batch.tool_mask.sum(1).float().mean())}
+
+
 def _engine_options(cfg: Config) -> dict | None:
     if cfg.rollout.engine != "vllm":
         return None
@@ -134,10 +158,11 @@ class NonFiniteTraining(RuntimeError):
 
 
 def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, rows: list[dict],
-            next_rows=None) -> tuple[dict, list[dict]]:
+            next_rows=None, tools: ToolSet | None = None) -> tuple[dict, list[dict]]:
     """One GRPO step on a batch of prompt rows; returns its metrics and sample rows for the table.
 
-    ``next_rows(n)`` draws more prompts for ``rollout.dynamic_sampling: refill``.
+    ``next_rows(n)`` draws more prompts for ``rollout.dynamic_sampling: refill``; ``tools`` are the
+    tools the policy may call (``rollout.tools``).
     """
     timer = StageTimer()
     G = cfg.rollout.group_size
@@ -161,14 +186,17 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
                                  top_k=cfg.rollout.top_k, chunk_size=cfg.rollout.chunk_size,
                                  engine=cfg.rollout.engine, on_finished=scorer.submit if scorer else None,
                                  stop_check_every=cfg.rollout.stop_check_every,
-                                 engine_options=_engine_options(cfg))
-            generated_tokens += int(batch.lengths.sum())
+                                 engine_options=_engine_options(cfg), tools=tools)
+            generated_tokens += int(batch.model_lengths.sum())
             with timer("verification"):
                 scored = scorer.result() if scorer else score_rollouts(batch.texts, examples, verifiers,
                                                                         cfg.reward.on_verifier_error)
         rewards = scored.rewards.clone()  # (N,)
-        if cfg.reward.overlong_cache_length:
-            rewards += overlong_penalty(batch.lengths, cfg.rollout.max_new_tokens, cfg.reward.overlong_cache_length)
+        if cfg.reward.overlong_cache_length:  # the policy's own tokens: observations are not its length
+            rewards += overlong_penalty(batch.model_lengths, cfg.rollout.max_new_tokens,
+                                        cfg.reward.overlong_cache_length)
+        if batch.tool_errors is not None and cfg.reward.tool_error_penalty:
+            rewards -= cfg.reward.tool_error_penalty * batch.tool_errors.float()
         return batch, scored, rewards
 
     batch, scored, rewards = sample(rows)
@@ -197,7 +225,7 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
     prompts = [_prompt(cfg, row, tokenizer) for row in rows]
     examples = [row for row in rows for _ in range(G)]
 
-    loss_mask = batch.completion_mask.clone()
+    loss_mask = batch.model_mask.clone()  # the policy's own tokens: never a tool observation
     if cfg.reward.mask_truncated:
         loss_mask[batch.truncated] = 0
     ref_logprobs = None
@@ -208,7 +236,7 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         if cfg.loss.kl_placement == "reward":
             # PPO/InstructGPT placement: r - beta * sum_t k1, before the group normalisation
             rewards = kl_penalized_sequence_rewards(rewards, batch.sampler_logprobs, ref_logprobs,
-                                                    batch.completion_mask, cfg.loss.beta)
+                                                    batch.model_mask, cfg.loss.beta)
 
     with timer("advantages"):
         step_ends = step_rewards = None
@@ -217,8 +245,11 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
                 raise ValueError(f"advantage.mode={cfg.advantage.mode!r} needs a verifier that returns step_scores "
                                  "(e.g. math_steps)")
             flat_ends = step_ends_for(batch, tokenizer, scored.step_spans)
+            flat_scores = scored.step_scores
+            if batch.tool_mask is not None:
+                flat_ends, flat_scores = drop_observation_steps(flat_ends, flat_scores, batch.tool_mask)
             step_ends = [flat_ends[p * G:(p + 1) * G] for p in range(P)]
-            step_rewards = [scored.step_scores[p * G:(p + 1) * G] for p in range(P)]
+            step_rewards = [flat_scores[p * G:(p + 1) * G] for p in range(P)]
         width = batch.completion_ids.shape[1]
         advantages = token_advantages(
             rewards.view(P, G), batch.lengths.view(P, G), width, estimator=cfg.advantage.estimator,
@@ -227,7 +258,8 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         )  # (N, Lc)
 
     train_batch = TrainBatch(batch.prompt_ids, batch.prompt_mask, batch.completion_ids, loss_mask,
-                             batch.sampler_logprobs, advantages, ref_logprobs)
+                             batch.sampler_logprobs, advantages, ref_logprobs,
+                             context_mask=None if batch.tool_mask is None else batch.completion_mask)
     update_metrics: dict[str, float] = {}
     with timer("update"):
         for _ in range(cfg.trainer.num_iterations):
@@ -257,12 +289,16 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         **scored.metrics,
         **update_metrics,
         **sampling_metrics,
+        **tool_metrics(batch),
     }
+    if batch.tool_mask is not None:
+        metrics["time/tools"] = batch.tool_seconds  # inside time/generation
     if scored.step_scores is not None:
         metrics.update(step_metrics(scored.step_scores))
     samples = [
         {"prompt": prompts[i // G], "completion": batch.texts[i], "reward": float(rewards[i]),
-         "answer": str(examples[i].get("answer", ""))}
+         "answer": str(examples[i].get("answer", "")),
+         **({} if batch.tool_calls is None else {"tool_calls": int(batch.tool_calls[i])})}
         for i in range(0, len(batch.texts), max(1, G))
     ][:8]
     return metrics, samples
@@ -281,6 +317,7 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
     if resume and latest_checkpoint(run_dir) is None:
         raise FileNotFoundError(f"--resume: no checkpoint under {run_dir}/checkpoints")
     verifiers = build_verifiers(cfg.reward.verifiers)  # fail on a bad verifier name before loading a model
+    tools = build_tools(cfg)
     if not distributed.is_main():
         distributed.barrier()  # rank 0 first: it builds/downloads the model once, the others then load it
     policy, tokenizer = load_policy(cfg.model, log=log)
@@ -321,7 +358,7 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
     (run_dir / "config.json").write_text(json.dumps(config_dict, indent=2, default=str))
     eval_kwargs = dict(max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
                        chunk_size=cfg.rollout.chunk_size, on_verifier_error=cfg.reward.on_verifier_error,
-                       engine=cfg.rollout.engine, engine_options=_engine_options(cfg))
+                       engine=cfg.rollout.engine, engine_options=_engine_options(cfg), tools=tools)
     try:
         eval_before = trainer_state.get("eval_before")
         if eval_before is None and cfg.eval.before:
@@ -346,7 +383,7 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
         for step in range(start_step, cfg.trainer.steps):
             rows = distributed.shard_rows(task.sampler.next_rows(cfg.rollout.num_prompts), cfg.rollout.num_prompts)
             metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, rows,
-                                       next_rows=refill_rows)
+                                       next_rows=refill_rows, tools=tools)
             metrics = distributed.mean_metrics(metrics)  # averaged over data-parallel ranks
             nonfinite_in_a_row = nonfinite_in_a_row + 1 if metrics.get("update/nonfinite_skipped") else 0
             metrics["lr"] = scheduler.get_last_lr()[0]
@@ -399,14 +436,27 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
         tracker.close()
         for named in verifiers:
             named.close()
+        if tools is not None:
+            tools.close()
         if not distributed.is_main():
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def build_tools(cfg: Config) -> ToolSet | None:
+    """The recipe's tools (``rollout.tools``), or None; their sandboxes start on the first call."""
+    if not cfg.rollout.tools:
+        return None
+    return ToolSet.build(cfg.rollout.tools, cfg.rollout.max_tool_calls, cfg.rollout.max_observation_tokens,
+                         cfg.rollout.tool_options)
 
 
 def before_after_table(before: dict | None, after: dict) -> str:
     """The closing table: held-out greedy accuracy and mean reward before and after RL."""
     rows = [("greedy accuracy", "accuracy", "{:.1%}"), ("mean reward", "mean_reward", "{:.3f}")]
     rows += [(k, k, "{:.1%}") for k in after if k.startswith("pass@")]
+    if "tool_calls_per_completion" in after:
+        rows += [("tool calls/completion", "tool_calls_per_completion", "{:.2f}"),
+                 ("tool call rate", "tool_call_rate", "{:.1%}")]
     lines = [f"{'held-out (n=' + str(after['n']) + ')':<22}{'before RL':>12}{'after RL':>12}{'change':>10}"]
     for label, key, fmt in rows:
         b = before.get(key) if before else None
@@ -439,14 +489,17 @@ def evaluate_checkpoint(cfg: Config, checkpoint: Path, log=print) -> dict:
         load_checkpoint(step_dir, policy)
     task = prepare_task(cfg, tokenizer)
     verifiers = build_verifiers(cfg.reward.verifiers)
+    tools = build_tools(cfg)
     try:
         result = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers,
                           max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
                           chunk_size=cfg.rollout.chunk_size, pass_k=cfg.eval.pass_k,
                           pass_k_temperature=cfg.eval.pass_k_temperature,
                           on_verifier_error=cfg.reward.on_verifier_error, engine=cfg.rollout.engine,
-                          engine_options=_engine_options(cfg))
+                          engine_options=_engine_options(cfg), tools=tools)
     finally:
         for named in verifiers:
             named.close()
+        if tools is not None:
+            tools.close()
     return {"checkpoint": str(step_dir or checkpoint), **result}
