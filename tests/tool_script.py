@@ -25,11 +25,11 @@ class ScriptedLM(torch.nn.Module):
         self.prompts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in scripts]
         self.full = [prompt + list(script) for prompt, script in zip(self.prompts, scripts.values())]
         self.peak = peak
-        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.bias = torch.nn.Parameter(torch.zeros(self.vocab))  # trainable: an update moves the policy
 
     @property
     def device(self) -> torch.device:
-        return self.dummy.device
+        return self.bias.device
 
     def _script_of(self, ids: list[int]) -> int:
         for index, prompt in enumerate(self.prompts):
@@ -60,4 +60,4 @@ class ScriptedLM(torch.nn.Module):
                                            for p in range(length)]) for b in range(batch)])
         if logits_to_keep:
             logits = logits[:, -logits_to_keep:]
-        return type("Output", (), {"logits": logits + 0 * self.dummy})()
+        return type("Output", (), {"logits": logits + self.bias})()
