@@ -7,6 +7,7 @@ import torch
 from tests.test_tool_rollout import PROMPT_B, ids, transcript
 from tests.tool_script import ScriptedLM
 from verifrl import trainer
+from verifrl.segments import drop_observation_steps
 from verifrl.config import LossConfig, load_config
 from verifrl.evaluation import evaluate
 from verifrl.scoring import build_verifiers
@@ -54,7 +55,7 @@ def test_every_normaliser_counts_model_tokens_only(tiny_model, tiny_tokenizer, l
 
 def test_step_spans_never_end_in_an_observation():
     tool_mask = torch.tensor([[False, False, True, True, False, False]])
-    ends, scores = trainer.drop_observation_steps([[1, 3, 5]], [[1.0, 0.0, 1.0]], tool_mask)
+    ends, scores = drop_observation_steps([[1, 3, 5]], [[1.0, 0.0, 1.0]], tool_mask)
     assert ends == [[1, 5]] and scores == [[1.0, 1.0]]
 
 

@@ -144,3 +144,14 @@ class ToolSession:
             marker = encode_observation(self.tokenizer, TRUNCATION_MARKER)
             body = (body[: max(0, room - len(marker))] + marker)[: max(0, room)]  # the fences always stay
         return head + body + close
+
+
+def tool_metrics(batch) -> dict[str, float]:
+    """tool/calls_per_completion, call_rate, error_rate (per call), observation_tokens (per completion)."""
+    if batch.tool_mask is None:
+        return {}
+    calls = batch.tool_calls.float()
+    return {"tool/calls_per_completion": float(calls.mean()),
+            "tool/call_rate": float((calls > 0).float().mean()),
+            "tool/error_rate": float(batch.tool_errors.sum()) / max(1.0, float(calls.sum())),
+            "tool/observation_tokens": float(batch.tool_mask.sum(1).float().mean())}

@@ -32,8 +32,8 @@ from verifrl.prompts import PromptSampler, format_prompt, template_fields
 from verifrl.rewards import kl_penalized_sequence_rewards, overlong_penalty
 from verifrl.rollout import generate
 from verifrl.scoring import StreamingScorer, build_verifiers, score_rollouts, step_metrics
-from verifrl.segments import step_end_tokens, token_char_offsets
-from verifrl.tool_session import ToolSet
+from verifrl.segments import drop_observation_steps, step_end_tokens, token_char_offsets
+from verifrl.tool_session import ToolSet, tool_metrics
 from verifrl.tracking import Tracker
 from verifrl.update import TrainBatch, batched_logprobs, update_policy
 
@@ -113,29 +113,6 @@ def step_ends_for(batch, tokenizer, step_spans) -> list[list[int]]:
         offsets = token_char_offsets(tokenizer, ids)
         ends.append(step_end_tokens(spans, offsets) if spans else [])
     return ends
-
-
-def drop_observation_steps(step_ends: list[list[int]], step_scores: list[list[float]],
-                           tool_mask) -> tuple[list[list[int]], list[list[float]]]:
-    """Steps that end inside a tool observation are dropped with their scores: a step's reward is
-    credited to the tokens up to its end, and observation tokens are not the policy's. [N][K_i]."""
-    kept_ends, kept_scores = [], []
-    for i, (ends, scores) in enumerate(zip(step_ends, step_scores)):
-        keep = [k for k, end in enumerate(ends) if not bool(tool_mask[i, end])]
-        kept_ends.append([ends[k] for k in keep])
-        kept_scores.append([scores[k] for k in keep])
-    return kept_ends, kept_scores
-
-
-def tool_metrics(batch) -> dict[str, float]:
-    """tool/calls_per_completion, call_rate, error_rate (per call), observation_tokens (per completion)."""
-    if batch.tool_mask is None:
-        return {}
-    calls = batch.tool_calls.float()
-    return {"tool/calls_per_completion": float(calls.mean()),
-            "tool/call_rate": float((calls > 0).float().mean()),
-            "tool/error_rate": float(batch.tool_errors.sum()) / max(1.0, float(calls.sum())),
-            "tool/observation_tokens": float(batch.tool_mask.sum(1).float().mean())}
 
 
 def _engine_options(cfg: Config) -> dict | None:
