@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from data.arithmetic import generate_problems
+from verifrl.tasks.arithmetic import generate_problems
 from tests.test_tool_rollout import ids, transcript
 from tests.tool_script import ScriptedLM
 from verifrl import trainer
-from verifrl.config import load_config
+from verifrl.config_loading import load_config
 from verifrl.embedded import prompt_text
 
 

@@ -8,8 +8,10 @@ from tests.test_tool_rollout import PROMPT_B, ids, transcript
 from tests.tool_script import ScriptedLM
 from verifrl import trainer
 from verifrl.segments import drop_observation_steps
-from verifrl.config import LossConfig, load_config
+from verifrl.config import LossConfig
+from verifrl.config_loading import load_config
 from verifrl.evaluation import evaluate
+from verifrl.groups import build_tools
 from verifrl.scoring import build_verifiers
 from verifrl.tool_session import ToolSet
 from verifrl.update import TrainBatch, completion_logprobs, update_policy
@@ -85,7 +87,7 @@ def test_rl_step_trains_own_tokens_and_scores_own_text(tiny_tokenizer, monkeypat
     monkeypatch.setattr(trainer, "update_policy", capture)
     rows = [{"question": "Compute 3 + 4.", "answer": "7"}, {"question": "Compute 2 + 5.", "answer": "7"}]
     verifiers = build_verifiers(cfg.reward.verifiers)
-    tools = trainer.build_tools(cfg)
+    tools = build_tools(cfg)
     try:
         metrics, samples = trainer.rl_step(cfg, model, None, tok, None, verifiers, rows, tools=tools)
     finally:

@@ -4,7 +4,9 @@ import os
 
 import pytest
 
-from verifrl.config import ConfigError, load_config
+from verifrl.config import ConfigError
+from verifrl.config_loading import load_config
+from verifrl.embedded import cache_key
 from verifrl.tools import TOOLS, ToolCall, build_tool, register_tool
 
 
@@ -82,7 +84,7 @@ def test_function_tools_register_in_one_line_and_their_errors_are_observations()
 
 
 @pytest.mark.parametrize("override, message", [
-    ("rollout.tools=[pyton]", "unknown tool 'pyton' (registered: python); did you mean 'python'?"),
+    ("rollout.tools=[pyton]", "rollout.tools: unknown tool 'pyton' (did you mean 'python'?); valid: python"),
     ("rollout.engine=hf", "rollout.tools needs rollout.engine=loop"),
     ("rollout.max_tool_calls=0", "rollout.max_tool_calls must be >= 1"),
     ("rollout.max_observation_tokens=4", "rollout.max_observation_tokens must be >= 16"),
@@ -98,4 +100,4 @@ def test_tool_settings_are_checked_at_load(override, message):
 def test_default_recipe_has_no_tools_and_the_default_model_key_is_unchanged():
     cfg = load_config("recipes/tiny-arith.yaml")
     assert cfg.rollout.tools == [] and cfg.reward.tool_error_penalty == 0.0
-    assert cfg.model.embedded.cache_key() == "6b48f543a63415e5"  # the main job's model, built before tools
+    assert cache_key(cfg.model.embedded) == "6b48f543a63415e5"  # the main job's model, built before tools

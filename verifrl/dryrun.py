@@ -6,10 +6,10 @@ template, chat template, verifier, model) before spending a GPU on it.
 from __future__ import annotations
 
 from verifrl.config import Config
-from verifrl.models import load_policy
-from verifrl.rewards import overlong_penalty
-from verifrl.rollout import generate
-from verifrl.scoring import build_verifiers, score_rollouts
+from verifrl.groups import build_tools, sample_groups, training_sampling
+from verifrl.models import load_policy, seed_everything
+from verifrl.prompts import prepare_task, prompt_for
+from verifrl.scoring import build_verifiers
 
 
 def dry_run(cfg: Config, log=print, show: int = 2) -> dict:
@@ -17,8 +17,6 @@ def dry_run(cfg: Config, log=print, show: int = 2) -> dict:
 
     Prints the first ``show`` prompts with their completions and rewards; returns the whole batch.
     """
-    from verifrl.trainer import _prompt, build_tools, prepare_task, seed_everything  # the trainer's own formatting
-
     seed_everything(cfg.trainer.seed)
     verifiers = build_verifiers(cfg.reward.verifiers)
     tools = build_tools(cfg)
@@ -26,30 +24,20 @@ def dry_run(cfg: Config, log=print, show: int = 2) -> dict:
         policy, tokenizer = load_policy(cfg.model, log=log)
         task = prepare_task(cfg, tokenizer)
         rows = task.sampler.next_rows(cfg.rollout.num_prompts)
-        prompts = [_prompt(cfg, row, tokenizer) for row in rows]
-        G = cfg.rollout.group_size
-        batch = generate(policy, tokenizer, prompts, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens,
-                         temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                         chunk_size=cfg.rollout.chunk_size, engine=cfg.rollout.engine, tools=tools)
-        examples = [row for row in rows for _ in range(G)]
-        scored = score_rollouts(batch.texts, examples, verifiers, cfg.reward.on_verifier_error)
-        rewards = scored.rewards.clone()
-        if cfg.reward.overlong_cache_length:
-            rewards += overlong_penalty(batch.model_lengths, cfg.rollout.max_new_tokens,
-                                        cfg.reward.overlong_cache_length)
-        if tools is not None and cfg.reward.tool_error_penalty:
-            rewards -= cfg.reward.tool_error_penalty * batch.tool_errors.float()
+        prompts = [prompt_for(cfg, row, tokenizer) for row in rows]
+        groups = sample_groups(policy, tokenizer, prompts, rows, verifiers, tools=tools, **training_sampling(cfg))
     finally:
         for named in verifiers:
             named.close()
         if tools is not None:
             tools.close()
+    G, batch = cfg.rollout.group_size, groups.batch
     result = {
         "prompts": prompts,
         "answers": [str(row.get("answer", "")) for row in rows],
         "completions": batch.texts,
-        "rewards": [float(r) for r in rewards],
-        "reasons": [str(r.info.get("reason", "")) for r in scored.results[0]],
+        "rewards": [float(r) for r in groups.rewards],
+        "reasons": [str(r.info.get("reason", "")) for r in groups.scored.results[0]],
         "lengths": [int(n) for n in batch.model_lengths],
         "tool_calls": None if batch.tool_calls is None else [int(c) for c in batch.tool_calls],
         "train_rows": len(task.sampler.dataset),
