@@ -17,6 +17,7 @@ from verifrl.dryrun import dry_run
 from verifrl.models import load_tokenizer, model_path
 
 GSM8K_RECIPE = "recipes/gsm8k-qwen2.5-0.5b.yaml"
+GSM8K_TOOL_RECIPE = "recipes/gsm8k-qwen2.5-0.5b-tool.yaml"
 MATH_RECIPE = "recipes/math-qwen2.5-1.5b.yaml"
 CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>\n{{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}<assistant>\n{% endif %}")
@@ -138,9 +139,9 @@ def chat_model(tmp_path):
 SMALL = ["rollout.num_prompts=2", "rollout.group_size=2", "rollout.max_new_tokens=6", "trainer.micro_batch_size=2"]
 
 
-@pytest.mark.parametrize("recipe", [GSM8K_RECIPE, MATH_RECIPE])
+@pytest.mark.parametrize("recipe", [GSM8K_RECIPE, MATH_RECIPE, GSM8K_TOOL_RECIPE])
 def test_recipe_loads_accepts_overrides_and_dry_runs_to_the_first_batch(tmp_path, chat_model, recipe, capsys):
-    if recipe == GSM8K_RECIPE:
+    if recipe in (GSM8K_RECIPE, GSM8K_TOOL_RECIPE):
         data = [f"data.path={_gsm8k_dir(tmp_path / 'gsm8k')}"]
     else:
         train, test = _math_files(tmp_path)
@@ -158,6 +159,8 @@ def test_recipe_loads_accepts_overrides_and_dry_runs_to_the_first_batch(tmp_path
     assert all(r in (0.0, 1.0) for r in result["rewards"])  # scored by the math verifier
     assert all(reason for reason in result["reasons"])
     assert result["skipped"]["train"] >= 1
+    if recipe == GSM8K_TOOL_RECIPE:  # tools on: calls counted per completion (the tiny model makes none)
+        assert len(result["tool_calls"]) == 4 and "```python block" in result["prompts"][0]
 
     # the same through the command line, overrides on both sides of the option
     overrides = [f"model.name_or_path={chat_model}", *data, *SMALL]

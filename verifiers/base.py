@@ -21,8 +21,19 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+
+_TOOL_OUTPUT_BLOCK = re.compile(r"```output\n.*?(?:\n```|$)", re.DOTALL)
+
+
+def strip_tool_output(completion: str) -> str:
+    """The policy's own text of a tool-use transcript: every ```` ```output ```` block (the tool's
+    words, spliced in while sampling) removed, an unterminated one up to the end. A verifier that
+    grades "the model's answer" reads this, so a tool that prints the answer cannot answer for it."""
+    return _TOOL_OUTPUT_BLOCK.sub("", completion)
 
 
 @dataclass

@@ -48,6 +48,15 @@ class EmbeddedModelConfig:
     worse (measured: 18% vs 61% greedy after the same steps)."""
     seed: int = 0
     """Seed of the tokenizer corpus, initial weights and warm-start batches."""
+    difficulties: list[int] = field(default_factory=list)
+    """Difficulty levels of the warm-start problems (empty: 1-4, the main job's task; the tool
+    recipes add 5 and 6, two-digit products)."""
+    tool_fraction: float = 0.0
+    """Share of warm-start solutions written as a python tool call (a ```python block, its
+    ```output block, then the answer) instead of stepwise; the rest are worked in the head."""
+    tool_vocabulary: bool = False
+    """Train the BPE tokenizer on tool-call transcripts too, so the fences and the output block
+    get merged tokens (the byte alphabet already represents any text, one byte per token)."""
 
 
 @dataclass
@@ -120,6 +129,9 @@ class DataConfig:
     """System message for chat templates (empty: none)."""
     seed: int = 0
     """Seed of the built-in generator and of prompt shuffling."""
+    difficulties: list[int] = field(default_factory=list)
+    """Built-in task only: difficulty levels to draw from (empty: 1-4, the main job's task; 5 and 6
+    are two-digit products that the tool-use recipes hand to the python tool)."""
 
 
 @dataclass
@@ -161,6 +173,17 @@ class RolloutConfig:
     """Memory the sampler's KV cache, attention scores and logits may take, checked from the model
     config before anything is sampled (the run stops with an error naming the knobs instead of
     being killed for memory). 0: the free memory of the policy's device when the run starts."""
+    tools: list[str] = field(default_factory=list)
+    """Tools the policy may call mid-rollout (registered names, e.g. ``[python]``; loop engine only):
+    a ```python block closed by the model runs in the sandbox and its output is spliced in as a
+    ```output block that is never trained on. Empty: no tools."""
+    max_tool_calls: int = 4
+    """Most tool calls per completion; later blocks get no output."""
+    max_observation_tokens: int = 256
+    """Most tokens of one spliced output block, fences included (longer output is cut with a
+    visible marker). Observation tokens do not count in max_new_tokens."""
+    tool_options: dict = field(default_factory=dict)
+    """Per-tool constructor options, e.g. ``{python: {timeout: 3.0, memory_mb: 512}}``."""
 
 
 @dataclass
@@ -192,6 +215,8 @@ class RewardConfig:
     """A verifier score (or step score) of larger magnitude is a verifier error, like NaN."""
     warn_error_rate: float = 0.5
     """Print a warning when a step's verifier error rate or unparsed-reference rate passes this."""
+    tool_error_penalty: float = 0.0
+    """Subtracted from the reward once per tool call that raised, timed out or crashed (0: off)."""
     overlap_verification: bool | None = None
     """Verify completions on a background thread as they finish, while the rest are still sampled.
     None (null): on when the policy samples on a GPU, off on a CPU, where the checks compete with

@@ -86,6 +86,37 @@ def _check_vllm(cfg: Config) -> None:
         raise ConfigError("rollout.vllm_gpu_memory_utilization must be in (0, 1)")
 
 
+def _check_tools(cfg: Config) -> None:
+    """rollout.tools: registered names, the loop engine, sane budgets, options the tools accept."""
+    import inspect
+
+    from verifrl.tools import TOOLS
+
+    rollout = cfg.rollout
+    for name in rollout.tools:
+        _check_name("rollout.tools", name, TOOLS, "tool")
+    if len(set(rollout.tools)) != len(rollout.tools):
+        raise ConfigError("rollout.tools: a tool is named twice")
+    if rollout.engine != "loop":
+        raise ConfigError(f"rollout.tools needs rollout.engine=loop (tool calls are built in verifrl's own sampling "
+                          f"loop; the {rollout.engine!r} engine cannot pause a row mid-generation)")
+    if rollout.max_tool_calls < 1:
+        raise ConfigError("rollout.max_tool_calls must be >= 1")
+    if rollout.max_observation_tokens < 16:
+        raise ConfigError("rollout.max_observation_tokens must be >= 16 (the output fences and the marker need room)")
+    for name, options in rollout.tool_options.items():
+        if name not in rollout.tools:
+            raise ConfigError(f"rollout.tool_options: {name!r} is not in rollout.tools {rollout.tools}")
+        if not isinstance(options, dict):
+            raise ConfigError(f"rollout.tool_options.{name}: expected a mapping of options")
+        accepted = inspect.signature(TOOLS[name]).parameters if isinstance(TOOLS[name], type) else {}
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ConfigError(f"rollout.tool_options.{name}: unknown option(s) {unknown} (have: {', '.join(accepted)})")
+    if cfg.reward.tool_error_penalty < 0:
+        raise ConfigError("reward.tool_error_penalty must be >= 0 (it is subtracted per failed call)")
+
+
 def _finite(*values: float | None) -> bool:
     return all(v is None or math.isfinite(v) for v in values)
 
@@ -159,6 +190,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("trainer.parallel=fsdp needs rollout.dynamic_sampling=off")
     if cfg.rollout.engine == "vllm":
         _check_vllm(cfg)
+    if cfg.rollout.tools or cfg.rollout.tool_options:
+        _check_tools(cfg)
     model = cfg.model.name_or_path
     looks_local = model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().exists()
     if not model.startswith("embedded:") and looks_local and not Path(model).expanduser().is_dir():

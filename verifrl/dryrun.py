@@ -6,7 +6,7 @@ template, chat template, verifier, model) before spending a GPU on it.
 from __future__ import annotations
 
 from verifrl.config import Config
-from verifrl.groups import sample_groups, training_sampling
+from verifrl.groups import build_tools, sample_groups, training_sampling
 from verifrl.memory import check_sampling_memory
 from verifrl.models import load_policy, seed_everything
 from verifrl.prompts import prepare_task, prompt_for
@@ -21,16 +21,19 @@ def dry_run(cfg: Config, log=print, show: int = 2) -> dict:
     seed_everything(cfg.trainer.seed)
     verifiers = build_verifiers(cfg.reward.verifiers, timeout=cfg.reward.verifier_timeout,
                                 max_abs_score=cfg.reward.max_abs_score)
+    tools = build_tools(cfg)
     try:
         policy, tokenizer = load_policy(cfg.model, log=log)
         task = prepare_task(cfg, tokenizer)
         check_sampling_memory(cfg, policy, task.longest_prompt_tokens)
         rows = task.sampler.next_rows(cfg.rollout.num_prompts)
         prompts = [prompt_for(cfg, row, tokenizer) for row in rows]
-        groups = sample_groups(policy, tokenizer, prompts, rows, verifiers, **training_sampling(cfg))
+        groups = sample_groups(policy, tokenizer, prompts, rows, verifiers, tools=tools, **training_sampling(cfg))
     finally:
         for named in verifiers:
             named.close()
+        if tools is not None:
+            tools.close()
     G, batch = cfg.rollout.group_size, groups.batch
     result = {
         "prompts": prompts,
@@ -38,7 +41,8 @@ def dry_run(cfg: Config, log=print, show: int = 2) -> dict:
         "completions": batch.texts,
         "rewards": [float(r) for r in groups.rewards],
         "reasons": [str(r.info.get("reason", "")) for r in groups.scored.results[0]],
-        "lengths": [int(n) for n in batch.lengths],
+        "lengths": [int(n) for n in batch.model_lengths],
+        "tool_calls": None if batch.tool_calls is None else [int(c) for c in batch.tool_calls],
         "train_rows": len(task.sampler.dataset),
         "test_rows": len(task.test_rows),
         "skipped": dict(task.skipped),
@@ -49,7 +53,10 @@ def dry_run(cfg: Config, log=print, show: int = 2) -> dict:
         log(f"--- prompt {p} (reference answer {result['answers'][p]!r}) ---\n{prompt}")
         for g in range(G):
             i = p * G + g
-            log(f"  [{g}] reward {result['rewards'][i]:+.3f} ({result['reasons'][i]}), {result['lengths'][i]} tokens: "
-                f"{batch.texts[i][:300]!r}")
+            calls = "" if tools is None else f", {result['tool_calls'][i]} tool calls"
+            # with tools the whole transcript (calls and outputs) is the thing to check
+            text = batch.texts[i] if tools is not None else batch.texts[i][:300]
+            log(f"  [{g}] reward {result['rewards'][i]:+.3f} ({result['reasons'][i]}), {result['lengths'][i]} "
+                f"{'own tokens' if tools is not None else 'tokens'}{calls}: {text!r}")
     log(f"mean reward {sum(result['rewards']) / max(1, len(result['rewards'])):.3f}")
     return result

@@ -97,6 +97,7 @@ def take_groups(batch: RolloutBatch, scored: ScoredBatch, rewards: torch.Tensor,
         batch.prompt_ids[index], batch.prompt_mask[index], batch.completion_ids[index],
         batch.completion_mask[index], None if batch.sampler_logprobs is None else batch.sampler_logprobs[index],
         batch.lengths[index], batch.truncated[index], [batch.texts[i] for i in idx], G,
+        *_tool_fields([batch], lambda t: t[index]),
     )
     out = _trim(out, pad_id)
     picked = ScoredBatch(
@@ -121,6 +122,7 @@ def concat_rounds(parts: list[tuple[RolloutBatch, ScoredBatch, torch.Tensor]], p
         else _pad_cat([b.sampler_logprobs for b in batches], 0.0, left=False),
         torch.cat([b.lengths for b in batches]), torch.cat([b.truncated for b in batches]),
         [t for b in batches for t in b.texts], batches[0].group_size,
+        *_tool_fields(batches, None, pad_id),
     )
     metrics: dict[str, float] = {}
     for s, n in zip(scoreds, sizes):  # verifier rates, weighted by each round's size
@@ -137,6 +139,17 @@ def concat_rounds(parts: list[tuple[RolloutBatch, ScoredBatch, torch.Tensor]], p
     return batch, scored, torch.cat(rewards)
 
 
+def _tool_fields(batches: list[RolloutBatch], select=None, pad_id: int = 0) -> tuple:
+    """tool_mask, tool_calls, tool_errors, tool_seconds of one selected batch or several concatenated."""
+    if batches[0].tool_mask is None:
+        return ()
+    if select is not None:
+        (b,) = batches
+        return select(b.tool_mask), select(b.tool_calls), select(b.tool_errors), b.tool_seconds
+    return (_pad_cat([b.tool_mask for b in batches], False, left=False), torch.cat([b.tool_calls for b in batches]),
+            torch.cat([b.tool_errors for b in batches]), sum(b.tool_seconds for b in batches))
+
+
 def _trim(batch: RolloutBatch, pad_id: int) -> RolloutBatch:
     """Drop all-padding prompt columns (left) and completion columns (right) after a selection."""
     if batch.num_completions == 0:
@@ -147,6 +160,8 @@ def _trim(batch: RolloutBatch, pad_id: int) -> RolloutBatch:
     batch.completion_ids, batch.completion_mask = batch.completion_ids[:, :c_width], batch.completion_mask[:, :c_width]
     if batch.sampler_logprobs is not None:
         batch.sampler_logprobs = batch.sampler_logprobs[:, :c_width]
+    if batch.tool_mask is not None:
+        batch.tool_mask = batch.tool_mask[:, :c_width]
     return batch
 
 

@@ -29,7 +29,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from verifrl.config import EmbeddedModelConfig
-from verifrl.tasks.arithmetic import generate_problems
+from verifrl.tasks.arithmetic import DEFAULT_DIFFICULTIES, generate_problems
 from verifrl.hf_export import declare_generic_tokenizer_class
 
 EOS_TOKEN = "<|endoftext|>"
@@ -39,8 +39,15 @@ _RECIPE_VERSION = 1  # bump when the build procedure changes, to invalidate old 
 
 def cache_key(cfg: EmbeddedModelConfig) -> str:
     """Name of the cached build of ``cfg``: changes with any field or with the build procedure."""
-    blob = json.dumps({"v": _RECIPE_VERSION, **asdict(cfg)}, sort_keys=True)
+    settings = asdict(cfg)
+    for name, default in _TOOL_FIELDS.items():  # added later: left out at their defaults, so old keys hold
+        if settings[name] == default:
+            del settings[name]
+    blob = json.dumps({"v": _RECIPE_VERSION, **settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_TOOL_FIELDS = {"difficulties": [], "tool_fraction": 0.0, "tool_vocabulary": False}
 
 
 def cache_root() -> Path:
@@ -134,10 +141,10 @@ def warm_start(
     log=print,
 ) -> None:
     """Supervised fine-tuning on worked solutions of the train split (never the test split)."""
-    problems = generate_problems(cfg.sft_examples, "train", seed=cfg.seed + 1000)
+    problems = generate_problems(cfg.sft_examples, "train", seed=cfg.seed + 1000,
+                                 difficulties=tuple(cfg.difficulties or DEFAULT_DIFFICULTIES))
     rng = random.Random(cfg.seed)
-    pairs = [(prompt_text(p.question), p.solution("terse" if rng.random() < cfg.sft_terse_fraction else "stepwise"))
-             for p in problems]
+    pairs = [(prompt_text(p.question), p.solution(_solution_style(cfg, rng))) for p in problems]
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.sft_lr, weight_decay=0.01)
     warmup = max(1, cfg.sft_steps // 20)
 
@@ -165,6 +172,13 @@ def warm_start(
     model.eval()
 
 
+def _solution_style(cfg: EmbeddedModelConfig, rng: random.Random) -> str:
+    """Style of one warm-start solution; the tool draw is skipped at 0 so the default's stream is unchanged."""
+    if cfg.tool_fraction > 0 and rng.random() < cfg.tool_fraction:
+        return "tool"
+    return "terse" if rng.random() < cfg.sft_terse_fraction else "stepwise"
+
+
 def embedded_policy(cfg: EmbeddedModelConfig | None = None, log=print) -> Path:
     """Path of the built, warm-started embedded model; builds and caches it on first use.
 
@@ -178,8 +192,11 @@ def embedded_policy(cfg: EmbeddedModelConfig | None = None, log=print) -> Path:
     log(f"building the embedded model (cached afterwards in {target})")
     start = time.time()
     torch.manual_seed(cfg.seed)
-    corpus_problems = generate_problems(2000, "train", seed=cfg.seed + 2000)
+    corpus_problems = generate_problems(2000, "train", seed=cfg.seed + 2000,
+                                        difficulties=tuple(cfg.difficulties or DEFAULT_DIFFICULTIES))
     corpus = [prompt_text(p.question) + p.solution() for p in corpus_problems]
+    if cfg.tool_vocabulary:
+        corpus += [prompt_text(p.question) + p.solution("tool") for p in corpus_problems]
     tokenizer = build_tokenizer(corpus, cfg.vocab_size)
     model = build_model(cfg, tokenizer)
     log(f"tiny Qwen2 model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")

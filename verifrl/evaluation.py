@@ -12,7 +12,7 @@ from pathlib import Path
 
 from verifrl.checkpoint import is_checkpoint, latest_checkpoint, load_checkpoint
 from verifrl.config import Config
-from verifrl.groups import engine_options, sample_groups
+from verifrl.groups import build_tools, engine_options, sample_groups
 from verifrl.memory import check_sampling_memory
 from verifrl.models import load_policy, seed_everything
 from verifrl.prompts import prepare_task
@@ -44,28 +44,35 @@ def evaluate(
     correct_threshold: float = 1.0,
     engine: str = "loop",
     engine_options: dict | None = None,
+    tools=None,
 ) -> dict:
     """Greedy accuracy and mean reward (and pass@k when asked) on the given held-out rows.
 
     "Correct" means the first (primary) verifier's score reaches ``correct_threshold``; the mean
     reward is the weighted sum over all verifiers, as in training. ``engine`` samples as in
-    :func:`verifrl.rollout.generate` (the trainer passes ``rollout.engine``).
+    :func:`verifrl.rollout.generate` (the trainer passes ``rollout.engine``). With ``tools`` (a
+    :class:`~verifrl.tool_session.ToolSet`) greedy and pass@k completions call them as in training,
+    and ``tool_calls_per_completion`` / ``tool_call_rate`` of the greedy completions are reported.
     """
     greedy = sample_groups(model, tokenizer, prompts, examples, verifiers, group_size=1, greedy=True,
                            max_new_tokens=max_new_tokens, chunk_size=chunk_size, engine=engine,
-                           engine_options=engine_options, on_verifier_error=on_verifier_error)
+                           engine_options=engine_options, on_verifier_error=on_verifier_error, tools=tools)
     correct = (greedy.scored.scores[:, 0] >= correct_threshold - 1e-9).float()
     result = {
         "accuracy": float(correct.mean()) if len(prompts) else 0.0,
         "mean_reward": float(greedy.scored.rewards.mean()) if len(prompts) else 0.0,
         "n": len(prompts),
-        "mean_length": float(greedy.batch.lengths.float().mean()) if len(prompts) else 0.0,
+        "mean_length": float(greedy.batch.model_lengths.float().mean()) if len(prompts) else 0.0,
     }
+    calls = greedy.batch.tool_calls
+    if calls is not None and len(prompts):
+        result["tool_calls_per_completion"] = float(calls.float().mean())
+        result["tool_call_rate"] = float((calls > 0).float().mean())
     if pass_k:
         sampled = sample_groups(model, tokenizer, prompts, examples, verifiers, group_size=pass_k,
                                 max_new_tokens=max_new_tokens, temperature=pass_k_temperature, chunk_size=chunk_size,
                                 record_logprobs=False, engine=engine, engine_options=engine_options,
-                                on_verifier_error=on_verifier_error)
+                                on_verifier_error=on_verifier_error, tools=tools)
         hits = (sampled.scored.scores[:, 0] >= correct_threshold - 1e-9).view(len(prompts), pass_k).sum(1)  # (P,)
         result[f"pass@{pass_k}"] = sum(pass_at_k(pass_k, int(c), pass_k) for c in hits) / len(prompts)
         result["pass@1_sampled"] = sum(pass_at_k(pass_k, int(c), 1) for c in hits) / len(prompts)
@@ -98,11 +105,15 @@ def evaluate_checkpoint(cfg: Config, checkpoint: Path, log=print) -> dict:
     check_sampling_memory(cfg, policy, task.longest_prompt_tokens)
     verifiers = build_verifiers(cfg.reward.verifiers, timeout=cfg.reward.verifier_timeout,
                                 max_abs_score=cfg.reward.max_abs_score)
+    tools = build_tools(cfg)
     try:
-        result = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers, **eval_settings(cfg))
+        result = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers, tools=tools,
+                          **eval_settings(cfg))
     finally:
         for named in verifiers:
             named.close()
+        if tools is not None:
+            tools.close()
     return {"checkpoint": str(step_dir or checkpoint), **result}
 
 

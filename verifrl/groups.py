@@ -5,7 +5,9 @@ Place in the data flow: prompts -> **rollouts -> verifier results -> rewards** -
 :func:`sample_groups` is the one implementation used by training (``trainer.rl_step``, each
 dynamic-sampling round included), the dry run and evaluation. With ``overlap`` the completions
 are verified on a background thread as they finish (:class:`verifrl.scoring.StreamingScorer`);
-the DAPO soft overlong penalty is added to the rewards when ``overlong_cache_length`` is set.
+the DAPO soft overlong penalty is added to the rewards when ``overlong_cache_length`` is set. With
+``tools`` the policy calls them mid-rollout (docs/tool-use.md): the overlong penalty counts its own
+tokens only, and ``tool_error_penalty`` is subtracted once per call that failed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from verifrl.config import Config
 from verifrl.rewards import overlong_penalty
 from verifrl.rollout import RolloutBatch, generate
 from verifrl.scoring import NamedVerifier, ScoredBatch, StreamingScorer, score_rollouts
+from verifrl.tool_session import ToolSet
 
 
 @dataclass
@@ -57,6 +60,8 @@ def sample_groups(
     on_verifier_error: str = "raise",
     overlap: bool = False,
     overlong_cache_length: int = 0,
+    tools: ToolSet | None = None,
+    tool_error_penalty: float = 0.0,
     timer: Callable[[str], ContextManager] = _untimed,
 ) -> SampledGroups:
     """Sample ``group_size`` completions for each of the P ``prompts`` (templated ``rows``) and score them.
@@ -74,12 +79,14 @@ def sample_groups(
                              temperature=temperature, top_p=top_p, top_k=top_k, greedy=greedy,
                              record_logprobs=record_logprobs, chunk_size=chunk_size, engine=engine,
                              on_finished=scorer.submit if scorer else None, stop_check_every=stop_check_every,
-                             engine_options=engine_options)
+                             engine_options=engine_options, tools=tools)
         with timer("verification"):
             scored = scorer.result() if scorer else score_rollouts(batch.texts, examples, verifiers, on_verifier_error)
     rewards = scored.rewards.clone()  # (N,)
-    if overlong_cache_length:
-        rewards += overlong_penalty(batch.lengths, max_new_tokens, overlong_cache_length)
+    if overlong_cache_length:  # the policy's own tokens: observations are not its length
+        rewards += overlong_penalty(batch.model_lengths, max_new_tokens, overlong_cache_length)
+    if batch.tool_errors is not None and tool_error_penalty:
+        rewards -= tool_error_penalty * batch.tool_errors.float()
     return SampledGroups(batch, scored, rewards, examples)
 
 
@@ -97,4 +104,13 @@ def training_sampling(cfg: Config) -> dict:
                 temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
                 chunk_size=cfg.rollout.chunk_size, engine=cfg.rollout.engine, engine_options=engine_options(cfg),
                 stop_check_every=cfg.rollout.stop_check_every, on_verifier_error=cfg.reward.on_verifier_error,
-                overlong_cache_length=cfg.reward.overlong_cache_length)
+                overlong_cache_length=cfg.reward.overlong_cache_length,
+                tool_error_penalty=cfg.reward.tool_error_penalty)
+
+
+def build_tools(cfg: Config) -> ToolSet | None:
+    """The recipe's tools (``rollout.tools``), or None; their sandboxes start on the first call."""
+    if not cfg.rollout.tools:
+        return None
+    return ToolSet.build(cfg.rollout.tools, cfg.rollout.max_tool_calls, cfg.rollout.max_observation_tokens,
+                         cfg.rollout.tool_options)

@@ -25,8 +25,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from verifrl import distributed
 from verifrl.registry import Registry
-from verifrl.samplers import (RowsDone, completion_mask_from_ids, sample_continuous_batching, sample_generate,
-                              sample_loop)
+from verifrl.samplers import (RowsDone, completion_mask_from_ids, completion_mask_with_tools,
+                              sample_continuous_batching, sample_generate, sample_loop)
+from verifrl.tool_session import ToolSession, ToolSet
 
 
 @dataclass
@@ -40,12 +41,28 @@ class RolloutBatch:
     sampler_logprobs: torch.Tensor | None  # (N, Lc) log pi_old(token) at the sampling temperature
     lengths: torch.Tensor  # (N,) completion tokens, EOS included
     truncated: torch.Tensor  # (N,) bool: ended by the length limit, not by EOS
-    texts: list[str]  # decoded completions without special tokens
+    texts: list[str]  # decoded completions without special tokens (with tools: whole transcripts)
     group_size: int
+    tool_mask: torch.Tensor | None = None  # (N, Lc) bool, true on spliced observation tokens; None: no tools
+    tool_calls: torch.Tensor | None = None  # (N,) tool calls made by each completion
+    tool_errors: torch.Tensor | None = None  # (N,) of those, calls that raised / timed out / crashed
+    tool_seconds: float = 0.0  # wall time spent in tools while sampling
 
     @property
     def num_completions(self) -> int:
         return self.completion_ids.shape[0]
+
+    @property
+    def model_mask(self) -> torch.Tensor:
+        """(N, Lc) the policy's own tokens: completion tokens that are not observations."""
+        if self.tool_mask is None:
+            return self.completion_mask
+        return self.completion_mask * (~self.tool_mask).long()
+
+    @property
+    def model_lengths(self) -> torch.Tensor:
+        """(N,) own tokens per completion (observation tokens not counted)."""
+        return self.lengths if self.tool_mask is None else self.model_mask.sum(1)
 
 
 @dataclass(frozen=True)
@@ -108,6 +125,7 @@ def generate(
     on_finished: FinishedCallback | None = None,
     stop_check_every: int = 0,
     engine_options: dict | None = None,
+    tools: ToolSet | None = None,
 ) -> RolloutBatch:
     """Sample ``group_size`` completions for each prompt (or one greedy completion each).
 
@@ -130,10 +148,15 @@ def generate(
             1 on a CPU, where it costs nothing and extra tokens cost compute.
         engine_options: keyword arguments for the engine (vllm: ``gpu_memory_utilization``, ``sleep``,
             ``seed``).
+        tools: tools the policy may call (``loop`` engine only): a row that closes a tool block
+            gets the observation's ids spliced after it (``tool_mask``), and ``max_new_tokens``
+            bounds its own tokens.
     Returns:
         RolloutBatch with N = P * group_size rows, prompt p's samples contiguous.
     """
     sample = ENGINES.lookup(engine)  # a typo must not silently fall back to another sampler
+    if tools is not None and (engine != "loop" or getattr(model.config, "is_encoder_decoder", False)):
+        raise ValueError(f"tool calls are built in the loop engine (decoder-only models) only, not {engine!r}")
     request = SamplingRequest(max_new_tokens, temperature, top_p, top_k, greedy, record_logprobs and not greedy,
                               group_size, stop_check_every, dict(engine_options or {}))
     was_training = model.training
@@ -150,8 +173,12 @@ def generate(
             enc = tokenizer(expanded[start : start + chunk], return_tensors="pt", padding=True, padding_side="left",
                             add_special_tokens=False)
             enc = {k: v.to(model.device) for k, v in enc.items()}
-            completion, logprobs = sample(model, tokenizer, enc, eos_ids, request, rows_done)
-            pieces.append((enc["input_ids"].cpu(), enc["attention_mask"].cpu(), completion, logprobs))
+            if tools is None:
+                completion, logprobs = sample(model, tokenizer, enc, eos_ids, request, rows_done)
+                pieces.append((enc["input_ids"].cpu(), enc["attention_mask"].cpu(), completion, logprobs))
+            else:
+                pieces.append((enc["input_ids"].cpu(), enc["attention_mask"].cpu(),
+                               *_sample_with_tools(model, tokenizer, enc, eos_ids, request, rows_done, tools)))
     if was_training:
         model.train()
 
@@ -160,13 +187,23 @@ def generate(
     prompt_mask = _pad_cat([p[1] for p in pieces], 0, left=True)
     completion_ids = _pad_cat([p[2] for p in pieces], pad, left=False)
     logprobs = None if pieces[0][3] is None else _pad_cat([p[3] for p in pieces], 0.0, left=False)
-    completion_mask, lengths, truncated = completion_mask_from_ids(completion_ids, eos_ids)
+    tool_fields = {}
+    if tools is None:
+        completion_mask, lengths, truncated = completion_mask_from_ids(completion_ids, eos_ids)
+    else:
+        tool_mask = _pad_cat([p[4].tool_mask for p in pieces], False, left=False)
+        completion_mask, lengths, truncated = completion_mask_with_tools(completion_ids, tool_mask, eos_ids,
+                                                                         max_new_tokens)
+        tool_fields = dict(tool_mask=tool_mask & completion_mask.bool(),
+                           tool_calls=torch.tensor([c for p in pieces for c in p[4].calls]),
+                           tool_errors=torch.tensor([e for p in pieces for e in p[4].errors]),
+                           tool_seconds=sum(p[4].seconds for p in pieces))
     if logprobs is not None:
         logprobs = logprobs * completion_mask  # zero (not garbage) on padding
     texts = [decode_completion(tokenizer, completion_ids[i, : lengths[i]].tolist())
              for i in range(completion_ids.shape[0])]
     return RolloutBatch(prompt_ids, prompt_mask, completion_ids, completion_mask, logprobs,
-                        lengths, truncated, texts, group_size)
+                        lengths, truncated, texts, group_size, **tool_fields)
 
 
 def _reporter(on_finished: FinishedCallback, tokenizer: PreTrainedTokenizerBase, offset: int) -> RowsDone:
@@ -195,6 +232,18 @@ def _sample_with_loop(model, tokenizer, enc, eos_ids, request: SamplingRequest, 
     return sample_loop(model, enc["input_ids"], enc["attention_mask"], r.max_new_tokens, r.temperature, r.top_p,
                        r.top_k, r.greedy, r.record_logprobs, sorted(eos_ids), tokenizer.pad_token_id, r.group_size,
                        rows_done, r.stop_check_every)
+
+
+def _sample_with_tools(model, tokenizer, enc, eos_ids, request: SamplingRequest, rows_done: RowsDone | None,
+                       tools: ToolSet):
+    """The loop engine with tool calls: (completion ids, log-probs, the chunk's ToolSession with its tool mask)."""
+    r = request
+    session = ToolSession(tools, tokenizer, enc["input_ids"].shape[0], r.max_new_tokens)
+    completion, logprobs, session.tool_mask = sample_loop(
+        model, enc["input_ids"], enc["attention_mask"], r.max_new_tokens, r.temperature, r.top_p, r.top_k, r.greedy,
+        r.record_logprobs, sorted(eos_ids), tokenizer.pad_token_id, r.group_size, rows_done, r.stop_check_every,
+        tools=session)
+    return completion, logprobs, session
 
 
 @ENGINES.register("hf")

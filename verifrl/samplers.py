@@ -24,6 +24,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from verifrl.models import forward_accepts
+from verifrl.tool_session import ToolSession
 
 class NonFiniteLogits(RuntimeError):
     """The policy's logits are NaN/inf, so no engine can sample from it."""
@@ -46,6 +47,27 @@ def completion_mask_from_ids(completion_ids: torch.Tensor, eos_ids: set[int]) ->
     mask = (positions < lengths[:, None]).long()  # (N, Lc)
     return mask, lengths, ~has_eos
 
+
+
+def completion_mask_with_tools(completion_ids: torch.Tensor, tool_mask: torch.Tensor, eos_ids: set[int],
+                               max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`completion_mask_from_ids` for rows with spliced observations. (N, Lc) -> ...
+
+    A row ends at its first EOS or at its ``max_new_tokens``-th own (non-observation) token,
+    whichever comes first; padding after a row cut by the budget is never counted, even when the
+    padding id is an EOS id.
+    """
+    width = completion_ids.shape[1]
+    _, eos_lengths, no_eos = completion_mask_from_ids(completion_ids, eos_ids)
+    eos_lengths = torch.where(no_eos, torch.full_like(eos_lengths, width + 1), eos_lengths)  # (N,)
+    own = (~tool_mask.bool()).long().cumsum(dim=1)  # (N, Lc) own tokens up to and including each column
+    spent = own >= max_new_tokens
+    budget_lengths = torch.where(spent.any(dim=1), spent.long().argmax(dim=1) + 1,
+                                 torch.full_like(eos_lengths, width + 1))  # (N,)
+    lengths = torch.minimum(eos_lengths, budget_lengths).clamp(max=width)  # (N,)
+    truncated = (budget_lengths < eos_lengths) | (eos_lengths > width)
+    mask = (torch.arange(width)[None, :] < lengths[:, None]).long()  # (N, Lc)
+    return mask, lengths, truncated
 
 
 class _TemperedLogprobRecorder(LogitsProcessor):
@@ -161,7 +183,8 @@ def _filter_top_k_top_p(scores: torch.Tensor, top_k: int, top_p: float) -> torch
 
 @torch.no_grad()
 def sample_loop(model, input_ids, attention_mask, max_new_tokens, temperature, top_p, top_k, greedy, record,
-                 eos_ids, pad_id, group_size=1, rows_done: RowsDone | None = None, stop_check_every=0):
+                 eos_ids, pad_id, group_size=1, rows_done: RowsDone | None = None, stop_check_every=0,
+                 tools: ToolSession | None = None):
     """Sampling with the KV cache, without ``model.generate``'s per-token machinery.
 
     Two savings over ``generate`` (what TRL calls): each distinct prompt is prefilled once and its
@@ -172,7 +195,11 @@ def sample_loop(model, input_ids, attention_mask, max_new_tokens, temperature, t
     ``rows_done(rows, ids)`` gets the rows that sampled an EOS at the step they are dropped (their
     tokens, EOS included), and every row still running when the loop ends. With
     ``stop_check_every`` k > 1 ended rows are found (and dropped, and reported) every k tokens only.
-    Returns completion ids (N, T) right-padded with ``pad_id`` and log-probs (N, T) or None.
+    With ``tools`` (a :class:`~verifrl.tool_session.ToolSession`), a row whose token closed a tool
+    block gets the observation's ids fed one per step instead of sampled ones (log-prob 0, marked in
+    the tool mask), and ``max_new_tokens`` counts its own tokens only.
+    Returns completion ids (N, T) right-padded with ``pad_id`` and log-probs (N, T) or None; with
+    ``tools`` also the tool mask (N, T), true on observation tokens.
     """
     from transformers import DynamicCache
 
@@ -201,18 +228,20 @@ def sample_loop(model, input_ids, attention_mask, max_new_tokens, temperature, t
     if not bool(torch.isfinite(logits).all()):
         raise NonFiniteLogits("the policy's next-token logits contain NaN/inf: its weights have diverged "
                               "(a learning rate too high, float16 overflow?); nothing was sampled")
-    tokens = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    logprobs = torch.zeros((n, max_new_tokens), dtype=torch.float32, device=device) if record and not greedy else None
+    width = max_new_tokens if tools is None else tools.width
+    tokens = torch.full((n, width), pad_id, dtype=torch.long, device=device)
+    logprobs = torch.zeros((n, width), dtype=torch.float32, device=device) if record and not greedy else None
+    tool_mask = None if tools is None else torch.zeros((n, width), dtype=torch.bool, device=device)
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
     rows = torch.arange(n, device=device)  # original row of each running row
     mask = attention_mask
     next_position = positions[:, -1] + 1  # (n_running,)
     # deferred checks: running rows that sampled an EOS since the last look (None: look every token)
-    if stop_check_every <= 0:
-        stop_check_every = 1 if device.type == "cpu" else 8
+    if stop_check_every <= 0 or tools is not None:  # tool calls are detected at the token that closes them
+        stop_check_every = 1 if device.type == "cpu" or tools is not None else 8
     ended_early = torch.zeros(n, dtype=torch.bool, device=device) if stop_check_every > 1 else None
     steps = 0
-    for t in range(max_new_tokens):
+    for t in range(width):
         if greedy:
             sampled = logits.argmax(dim=-1)
         else:
@@ -221,19 +250,27 @@ def sample_loop(model, input_ids, attention_mask, max_new_tokens, temperature, t
             sampled = torch.multinomial(filtered.softmax(dim=-1), 1).squeeze(1)
         if ended_early is not None:
             sampled = sampled.masked_fill(ended_early, pad_id)
+        if tools is not None:  # rows inside an observation are fed its next token instead
+            forced, forced_ids = tools.forced(rows, device)
+            sampled = torch.where(forced, forced_ids, sampled)
+            tool_mask[rows, t] = forced
         if logprobs is not None:
             sampled_logprobs = torch.log_softmax(scores, dim=-1).gather(1, sampled[:, None]).squeeze(1)
             if ended_early is not None:
                 sampled_logprobs = sampled_logprobs.masked_fill(ended_early, 0.0)
+            if tools is not None:
+                sampled_logprobs = sampled_logprobs.masked_fill(forced, 0.0)
             logprobs[rows, t] = sampled_logprobs
         tokens[rows, t] = sampled
         steps = t + 1
         ended = torch.isin(sampled, eos) if ended_early is None else ended_early | torch.isin(sampled, eos)
-        if ended_early is not None and (t + 1) % stop_check_every and t + 1 < max_new_tokens:
+        if tools is not None:
+            ended = ended | tools.after_token(tokens, rows, sampled, forced, t)
+        if ended_early is not None and (t + 1) % stop_check_every and t + 1 < width:
             ended_early = ended  # no look this token: no wait for the device either
         else:
             running = ~ended
-            if t + 1 == max_new_tokens or not bool(running.any()):
+            if t + 1 == width or not bool(running.any()):
                 break
             if not bool(running.all()):
                 keep = running.nonzero().squeeze(1)
@@ -257,7 +294,10 @@ def sample_loop(model, input_ids, attention_mask, max_new_tokens, temperature, t
     if ended_early is not None:  # drop the all-padding columns decoded after every row had ended
         steps = max(1, int(completion_mask_from_ids(tokens, set(eos_ids))[1].max()))
         tokens = tokens[:, :steps]
-    return tokens, None if logprobs is None else logprobs[:, :steps].cpu()
+    logprobs = None if logprobs is None else logprobs[:, :steps].cpu()
+    if tools is not None:
+        return tokens, logprobs, tool_mask[:, :steps].cpu()
+    return tokens, logprobs
 
 
 def _report_rows(rows_done: RowsDone, tokens: torch.Tensor, rows: torch.Tensor, steps: int,

@@ -107,3 +107,15 @@ def step_end_tokens(spans: Sequence[Span], token_offsets: Sequence[Span]) -> lis
             raise ValueError(f"no token covers character {last_char}")
         ends.append(index)
     return ends
+
+
+def drop_observation_steps(step_ends: list[list[int]], step_scores: list[list[float]],
+                           tool_mask) -> tuple[list[list[int]], list[list[float]]]:
+    """Steps that end inside a tool observation are dropped with their scores: a step's reward is
+    credited to the tokens up to its end, and observation tokens are not the policy's. [N][K_i]."""
+    kept_ends, kept_scores = [], []
+    for i, (ends, scores) in enumerate(zip(step_ends, step_scores)):
+        keep = [k for k, end in enumerate(ends) if not bool(tool_mask[i, end])]
+        kept_ends.append([ends[k] for k in keep])
+        kept_scores.append([scores[k] for k in keep])
+    return kept_ends, kept_scores

@@ -23,14 +23,15 @@ from verifrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoi
 from verifrl.config import Config
 from verifrl.dynamic_sampling import select_step_groups
 from verifrl.evaluation import eval_settings, evaluate
-from verifrl.groups import sample_groups, training_sampling
+from verifrl.groups import build_tools, sample_groups, training_sampling
 from verifrl.memory import check_sampling_memory
 from verifrl.models import load_policy, reference_model, seed_everything
 from verifrl.prompts import prepare_task, prompt_for
 from verifrl.rewards import kl_penalized_sequence_rewards
 from verifrl.rundir import claim_run_dir, truncate_step_logs
 from verifrl.scoring import build_verifiers, rate_warnings, step_metrics
-from verifrl.segments import step_end_tokens, token_char_offsets
+from verifrl.segments import drop_observation_steps, step_end_tokens, token_char_offsets
+from verifrl.tool_session import ToolSet, tool_metrics
 from verifrl.tracking import Tracker
 from verifrl.update import TrainBatch, batched_logprobs, update_policy
 
@@ -88,11 +89,12 @@ class StopTraining(Exception):
 
 
 def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, rows: list[dict],
-            next_rows=None) -> tuple[dict, list[dict]]:
+            next_rows=None, tools: ToolSet | None = None) -> tuple[dict, list[dict]]:
     """One GRPO step on a batch of prompt rows; returns its metrics and sample rows for the table.
 
     Stages: sample and score groups -> [dynamic sampling] -> reference log-probs -> advantages ->
-    update -> metrics. ``next_rows(n)`` draws more prompts for ``rollout.dynamic_sampling: refill``.
+    update -> metrics. ``next_rows(n)`` draws more prompts for ``rollout.dynamic_sampling: refill``;
+    ``tools`` are the tools the policy may call (``rollout.tools``).
     """
     timer = StageTimer()
     G = cfg.rollout.group_size
@@ -105,8 +107,8 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         nonlocal generated_tokens
         prompts = [prompt_for(cfg, row, tokenizer) for row in rows]
         groups = sample_groups(policy, tokenizer, prompts, rows, verifiers, **training_sampling(cfg),
-                               overlap=overlap, timer=timer)
-        generated_tokens += int(groups.batch.lengths.sum())
+                               overlap=overlap, tools=tools, timer=timer)
+        generated_tokens += int(groups.batch.model_lengths.sum())
         return groups.batch, groups.scored, groups.rewards
 
     def update(train_batch: TrainBatch) -> dict[str, float]:
@@ -146,18 +148,19 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         if cfg.loss.kl_placement == "reward":
             # PPO/InstructGPT placement: r - beta * sum_t k1, before the group normalisation
             rewards = kl_penalized_sequence_rewards(rewards, batch.sampler_logprobs, ref_logprobs,
-                                                    batch.completion_mask, cfg.loss.beta)
+                                                    batch.model_mask, cfg.loss.beta)
 
     # 4. advantages
     with timer("advantages"):
         advantages = _advantages(cfg, tokenizer, batch, scored, rewards.view(P, G))  # (N, Lc)
 
     # 5. update
-    loss_mask = batch.completion_mask.clone()
+    loss_mask = batch.model_mask.clone()  # the policy's own tokens: never a tool observation
     if cfg.reward.mask_truncated:
         loss_mask[batch.truncated] = 0
     update_metrics = update(TrainBatch(batch.prompt_ids, batch.prompt_mask, batch.completion_ids, loss_mask,
-                                       batch.sampler_logprobs, advantages, ref_logprobs))
+                                       batch.sampler_logprobs, advantages, ref_logprobs,
+                                       context_mask=None if batch.tool_mask is None else batch.completion_mask))
 
     # 6. metrics and the sample table
     metrics = {
@@ -165,12 +168,16 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         **scored.metrics,
         **update_metrics,
         **sampling_metrics,
+        **tool_metrics(batch),
     }
+    if batch.tool_mask is not None:
+        metrics["time/tools"] = batch.tool_seconds  # inside time/generation
     if scored.step_scores is not None:
         metrics.update(step_metrics(scored.step_scores))
     samples = [
         {"prompt": prompt_for(cfg, rows[i // G], tokenizer), "completion": batch.texts[i], "reward": float(rewards[i]),
-         "answer": str(rows[i // G].get("answer", ""))}
+         "answer": str(rows[i // G].get("answer", "")),
+         **({} if batch.tool_calls is None else {"tool_calls": int(batch.tool_calls[i])})}
         for i in range(0, len(batch.texts), max(1, G))
     ][:8]
     return metrics, samples
@@ -185,8 +192,11 @@ def _advantages(cfg: Config, tokenizer, batch, scored, group_rewards: torch.Tens
             raise ValueError(f"advantage.mode={cfg.advantage.mode!r} needs a verifier that returns step_scores "
                              "(e.g. math_steps)")
         flat_ends = step_ends_for(batch, tokenizer, scored.step_spans)
+        flat_scores = scored.step_scores
+        if batch.tool_mask is not None:  # steps never end in observation text
+            flat_ends, flat_scores = drop_observation_steps(flat_ends, flat_scores, batch.tool_mask)
         step_ends = [flat_ends[p * G:(p + 1) * G] for p in range(P)]
-        step_rewards = [scored.step_scores[p * G:(p + 1) * G] for p in range(P)]
+        step_rewards = [flat_scores[p * G:(p + 1) * G] for p in range(P)]
     return token_advantages(
         group_rewards, batch.lengths.view(P, G), batch.completion_ids.shape[1], estimator=cfg.advantage.estimator,
         mode=cfg.advantage.mode, scale=cfg.advantage.scale_rewards, eps=cfg.advantage.eps,
@@ -243,6 +253,7 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
     # fail on a bad verifier name before loading a model
     verifiers = build_verifiers(cfg.reward.verifiers, timeout=cfg.reward.verifier_timeout,
                                 max_abs_score=cfg.reward.max_abs_score)
+    tools = build_tools(cfg)
     if not distributed.is_main():
         distributed.barrier()  # rank 0 first: it builds/downloads the model once, the others then load it
     policy, tokenizer = load_policy(cfg.model, log=log)
@@ -296,7 +307,7 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
     if main_rank:
         (run_dir / "config.json").write_text(json.dumps(config_dict, indent=2, default=str))
     exit_code = 1
-    eval_kwargs = eval_settings(cfg)
+    eval_kwargs = {**eval_settings(cfg), "tools": tools}
     try:
         eval_before = trainer_state.get("eval_before")
         if eval_before is None and cfg.eval.before:
@@ -321,7 +332,7 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
         for step in range(start_step, cfg.trainer.steps):
             rows = distributed.shard_rows(task.sampler.next_rows(cfg.rollout.num_prompts), cfg.rollout.num_prompts)
             metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, rows,
-                                       next_rows=refill_rows)
+                                       next_rows=refill_rows, tools=tools)
             metrics = distributed.mean_metrics(metrics)  # averaged over data-parallel ranks
             nonfinite_in_a_row = nonfinite_in_a_row + 1 if metrics.get("update/nonfinite_skipped") else 0
             metrics["lr"] = scheduler.get_last_lr()[0]
@@ -387,6 +398,8 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
         tracker.close(exit_code)
         for named in verifiers:
             named.close()
+        if tools is not None:
+            tools.close()
 
 
 def _continue_after(on_step, step: int, metrics: dict) -> bool:
@@ -400,6 +413,9 @@ def before_after_table(before: dict | None, after: dict) -> str:
     """The closing table: held-out greedy accuracy and mean reward before and after RL."""
     rows = [("greedy accuracy", "accuracy", "{:.1%}"), ("mean reward", "mean_reward", "{:.3f}")]
     rows += [(k, k, "{:.1%}") for k in after if k.startswith("pass@")]
+    if "tool_calls_per_completion" in after:
+        rows += [("tool calls/completion", "tool_calls_per_completion", "{:.2f}"),
+                 ("tool call rate", "tool_call_rate", "{:.1%}")]
     lines = [f"{'held-out (n=' + str(after['n']) + ')':<22}{'before RL':>12}{'after RL':>12}{'change':>10}"]
     for label, key, fmt in rows:
         b = before.get(key) if before else None

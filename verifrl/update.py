@@ -31,6 +31,8 @@ class TrainBatch:
     old_logprobs: torch.Tensor  # (N, Lc) log-probs of the sampling policy
     advantages: torch.Tensor  # (N, Lc) per-token advantages
     ref_logprobs: torch.Tensor | None = None  # (N, Lc) frozen reference model, when beta > 0
+    context_mask: torch.Tensor | None = None  # (N, Lc) completion tokens the model attends to (the policy's
+    # and spliced tool observations); None: completion_mask. completion_mask stays the model-token mask.
 
 
 def _trimmed(prompt_ids, prompt_mask, completion_ids, completion_mask):
@@ -114,7 +116,8 @@ def update_policy(
     # normalisers are global over data-parallel ranks, so W ranks x B rows == 1 rank x W*B rows
     n = int(distributed.sum_across_ranks(torch.tensor(n_local)))
     total_tokens = distributed.sum_across_ranks(batch.completion_mask.sum()).clamp(min=1)
-    lengths = batch.prompt_mask.sum(1) + batch.completion_mask.sum(1)
+    context = batch.completion_mask if batch.context_mask is None else batch.context_mask
+    lengths = batch.prompt_mask.sum(1) + context.sum(1)
     sums: dict[str, float] = {}
     entropy_sum, entropy_count = 0.0, 0
     optimizer.zero_grad(set_to_none=True)
@@ -138,10 +141,11 @@ def update_policy(
         distributed.idle_pass(model)
     for chunk in chunks:
         rows = active_rows[chunk]
-        p_ids, p_mask, c_ids, c_mask, width = _trimmed(
-            batch.prompt_ids[rows], batch.prompt_mask[rows], batch.completion_ids[rows], batch.completion_mask[rows]
+        p_ids, p_mask, c_ids, c_context, width = _trimmed(
+            batch.prompt_ids[rows], batch.prompt_mask[rows], batch.completion_ids[rows], context[rows]
         )
-        logp, entropy = completion_logprobs(model, p_ids, p_mask, c_ids, c_mask, temperature, with_entropy=True)
+        c_mask = batch.completion_mask[rows, :width]  # observation tokens: in the context, never in the loss
+        logp, entropy = completion_logprobs(model, p_ids, p_mask, c_ids, c_context, temperature, with_entropy=True)
         device = logp.device
         kwargs = {"num_items_in_batch": total_tokens.to(device)} if batch_normalised else {}
         loss, metrics = policy_loss(

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from threading import Lock
 from typing import Any, Sequence
 
-from verifiers.base import VerifyResult, register
+from verifiers.base import VerifyResult, register, strip_tool_output
 from verifiers.math.extract import extract_answer
 from verifiers.math.fastpath import fast_equal
 from verifiers.math.guard import close_pools, get_pool
@@ -97,16 +97,24 @@ class MathVerifier:
         answer_key: the dataset field holding the reference answer.
         workers: worker processes used by :meth:`verify_batch` (default: CPU count, at most 4).
         pool_threshold: batches with at least this many non-trivial checks use all workers.
+        ignore_tool_output: read the answer from the model's own text only: ```` ```output ````
+            blocks of a tool-use transcript are removed first (an answer only a tool printed scores 0).
         **policy: equivalence options, see :class:`~verifiers.math.policy.Policy`.
     """
 
     def __init__(self, *, last_number_fallback: bool = True, answer_key: str = "answer",
-                 workers: int | None = None, pool_threshold: int = 16, **policy: Any) -> None:
+                 workers: int | None = None, pool_threshold: int = 16, ignore_tool_output: bool = True,
+                 **policy: Any) -> None:
         self.policy = Policy.from_kwargs(**policy)
         self.last_number_fallback = last_number_fallback
         self.answer_key = answer_key
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
         self.pool_threshold = pool_threshold
+        self.ignore_tool_output = ignore_tool_output
+
+    def _own_text(self, completion: str | None) -> str:
+        text = completion or ""
+        return strip_tool_output(text) if self.ignore_tool_output and "```output" in text else text
 
     def _result(self, equal: bool, reason: str, pred: str | None, gold: str) -> VerifyResult:
         return VerifyResult(score=1.0 if equal else 0.0,
@@ -114,7 +122,7 @@ class MathVerifier:
 
     def __call__(self, completion: str, example: dict) -> VerifyResult:
         gold = reference_answer(example[self.answer_key])
-        pred = extract_answer(completion or "", last_number_fallback=self.last_number_fallback)
+        pred = extract_answer(self._own_text(completion), last_number_fallback=self.last_number_fallback)
         equal, reason = check_answer(pred, gold, self.policy)
         return self._result(equal, reason, pred, gold)
 
@@ -122,7 +130,7 @@ class MathVerifier:
         if len(completions) != len(examples):
             raise ValueError(f"{len(completions)} completions but {len(examples)} examples")
         golds = [reference_answer(e[self.answer_key]) for e in examples]
-        preds = [extract_answer(c or "", last_number_fallback=self.last_number_fallback)
+        preds = [extract_answer(self._own_text(c), last_number_fallback=self.last_number_fallback)
                  for c in completions]
         results: list[tuple[bool, str] | None] = [None] * len(preds)
         slow: dict[tuple[str, str], list[int]] = {}

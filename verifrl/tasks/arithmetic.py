@@ -4,8 +4,10 @@ Place in the data flow: **prompts** (dataset rows) -> rollouts -> ...
 
 Every row has ``question``, ``answer`` (an integer as a string), ``solution`` (the worked
 steps, one per line, ending ``Answer: N``; used only by the supervised warm start) and
-``difficulty`` (1-4). Difficulty 1 is one operation, 2 chains two, 3 mixes multiplication
-with precedence, 4 is a word problem of two or three steps.
+``difficulty`` (1-6). Difficulty 1 is one operation, 2 chains two, 3 mixes multiplication
+with precedence, 4 is a word problem of two or three steps. 5 and 6 (the tool-use variant,
+``data.difficulties``) multiply two two-digit numbers inside a two-step problem and a word problem:
+arithmetic the tiny model cannot do in its head, but can hand to the python tool.
 
 Train and test never overlap, by construction: a problem's split is a pure function of its
 question text (a stable hash), so no seed, size or order of generation can leak a test
@@ -36,11 +38,14 @@ class Problem:
     expression: str = ""  # the whole computation as one expression, e.g. "9 + 12 - 7"
 
     def solution(self, style: str = "stepwise") -> str:
-        """Worked solution: ``stepwise`` (one operation per line) or ``terse`` (the whole
-        expression evaluated on one line). Both end with ``Answer: N``."""
+        """Worked solution: ``stepwise`` (one operation per line), ``terse`` (the whole
+        expression evaluated on one line) or ``tool`` (the expression handed to the python tool,
+        its output block, then the answer: a tool-use transcript). All end with ``Answer: N``."""
         if style == "terse" and self.expression:
             return f"{self.expression} = {self.answer}\nAnswer: {self.answer}"
-        if style not in ("stepwise", "terse"):
+        if style == "tool" and self.expression:
+            return f"```python\n{self.expression}\n```\n```output\n{self.answer}\n```\nAnswer: {self.answer}"
+        if style not in ("stepwise", "terse", "tool"):
             raise ValueError(f"unknown solution style {style!r}")
         return "\n".join((*self.steps, f"Answer: {self.answer}"))
 
@@ -152,16 +157,41 @@ def _word_problem(rng: random.Random) -> Problem:
     return Problem(question, steps, y, 4, expression)
 
 
+def _big_product(rng: random.Random) -> Problem:
+    """Two-digit times two-digit, then one more operation: too much for the tiny model's head."""
+    a, b, c = rng.randint(12, 99), rng.randint(12, 99), rng.randint(2, 99)
+    prod = a * b
+    op = rng.choice("+-")
+    y = _apply(prod, op, c)
+    steps = (f"{a} * {b} = {prod}", f"{prod} {op} {c} = {y}")
+    return Problem(f"Compute {a} * {b} {op} {c}.", steps, y, 5, f"{a} * {b} {op} {c}")
+
+
+def _big_word_problem(rng: random.Random) -> Problem:
+    """Crates of items: a two-digit product and a remainder, in words."""
+    items = rng.choice(_ITEMS)
+    a, b, c = rng.randint(12, 99), rng.randint(12, 99), rng.randint(2, 99)
+    prod = b * a
+    y = prod + c
+    question = f"A crate holds {a} {items}. How many {items} are there in {b} crates and {c} more loose {items}?"
+    steps = (f"{b} * {a} = {prod}", f"{prod} + {c} = {y}")
+    return Problem(question, steps, y, 6, f"{b} * {a} + {c}")
+
+
 GENERATORS: dict[int, Callable[[random.Random], Problem]] = {
     1: _one_op,
     2: _two_ops,
     3: _with_product,
     4: _word_problem,
+    5: _big_product,
+    6: _big_word_problem,
 }
+DEFAULT_DIFFICULTIES = (1, 2, 3, 4)
+"""The main job's task; 5 and 6 are added by the tool-use recipes (``data.difficulties``)."""
 
 
 def generate_problems(
-    n: int, split: str, seed: int = 0, difficulties: tuple[int, ...] = (1, 2, 3, 4)
+    n: int, split: str, seed: int = 0, difficulties: tuple[int, ...] = DEFAULT_DIFFICULTIES
 ) -> list[Problem]:
     """``n`` distinct problems of ``split``, difficulties drawn uniformly from ``difficulties``.
 
@@ -190,7 +220,7 @@ def generate_problems(
 
 
 def arithmetic_dataset(
-    split: str, n: int, seed: int = 0, difficulties: tuple[int, ...] = (1, 2, 3, 4)
+    split: str, n: int, seed: int = 0, difficulties: tuple[int, ...] = DEFAULT_DIFFICULTIES
 ) -> datasets.Dataset:
     """The built-in task as a ``datasets.Dataset`` with columns question/answer/solution/difficulty."""
     problems = generate_problems(n, split, seed, difficulties)

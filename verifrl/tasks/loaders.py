@@ -30,7 +30,7 @@ from typing import Any
 
 import datasets
 
-from verifrl.tasks.arithmetic import arithmetic_dataset, question_hash
+from verifrl.tasks.arithmetic import DEFAULT_DIFFICULTIES, arithmetic_dataset, question_hash
 
 DEFAULT_HUB_NAMES = {
     "gsm8k": ("openai/gsm8k", "main"),
@@ -137,9 +137,10 @@ def _normalise(ds: datasets.Dataset, source: str, question_field: str, answer_fi
 def load_task(cfg) -> LoadedTask:
     """Train and test splits for a :class:`verifrl.config.DataConfig`."""
     if cfg.source == "arithmetic":
+        difficulties = tuple(cfg.difficulties or DEFAULT_DIFFICULTIES)
         return LoadedTask(
-            arithmetic_dataset("train", cfg.num_train, seed=cfg.seed),
-            arithmetic_dataset("test", cfg.num_test or 1000, seed=cfg.seed),
+            arithmetic_dataset("train", cfg.num_train, seed=cfg.seed, difficulties=difficulties),
+            arithmetic_dataset("test", cfg.num_test or 1000, seed=cfg.seed, difficulties=difficulties),
             {"train": 0, "test": 0},
         )
     if cfg.source not in ("gsm8k", "math", "hf", "json"):
