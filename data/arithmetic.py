@@ -4,8 +4,11 @@ Place in the data flow: **prompts** (dataset rows) -> rollouts -> ...
 
 Every row has ``question``, ``answer`` (an integer as a string), ``solution`` (the worked
 steps, one per line, ending ``Answer: N``; used only by the supervised warm start) and
-``difficulty`` (1-4). Difficulty 1 is one operation, 2 chains two, 3 mixes multiplication
-with precedence, 4 is a word problem of two or three steps.
+``difficulty`` (1-5). Difficulty 1 is one operation, 2 chains two, 3 mixes multiplication
+with precedence, 4 is a word problem of two or three steps, 5 is the *long chain*: five to eight
+dependent operations (each step uses the previous result), in the same one-step-per-line format,
+so that a single wrong step anywhere spoils the answer. The default task draws 1-4; 5 is opt-in
+(``data.difficulties``, recipe ``tiny-arith-long.yaml``).
 
 Train and test never overlap, by construction: a problem's split is a pure function of its
 question text (a stable hash), so no seed, size or order of generation can leak a test
@@ -147,16 +150,49 @@ def _word_problem(rng: random.Random) -> Problem:
     return Problem(question, steps, y, 4, expression)
 
 
+LONG_CHAIN_STEPS = (5, 8)
+"""Fewest and most dependent steps of a long-chain problem (difficulty 5)."""
+
+
+def _long_chain(rng: random.Random) -> Problem:
+    """Five to eight dependent operations, evaluated left to right, one step per line.
+
+    ``Compute 12 + 7 - 5 + 9 - 3 + 4.`` -> ``12 + 7 = 19``, ``19 - 5 = 14``, ... Additions and
+    subtractions of 2..9 (so there is no precedence to get wrong: the difficulty is the length),
+    with every intermediate result kept between 0 and 60 so the numbers stay in the range the
+    warm start has seen.
+    """
+    steps_count = rng.randint(*LONG_CHAIN_STEPS)
+    value = rng.randint(5, 20)
+    expression, steps = str(value), []
+    for _ in range(steps_count):
+        b = rng.randint(2, 9)
+        op = rng.choice("+-")
+        if op == "-" and value - b < 0:
+            op = "+"
+        if op == "+" and value + b > 60:
+            op = "-"
+        new = _apply(value, op, b)
+        steps.append(f"{value} {op} {b} = {new}")
+        expression += f" {op} {b}"
+        value = new
+    return Problem(f"Compute {expression}.", tuple(steps), value, 5, expression)
+
+
 GENERATORS: dict[int, Callable[[random.Random], Problem]] = {
     1: _one_op,
     2: _two_ops,
     3: _with_product,
     4: _word_problem,
+    5: _long_chain,
 }
+
+DEFAULT_DIFFICULTIES = (1, 2, 3, 4)
+"""The built-in task's difficulties; the long chain (5) is opt-in."""
 
 
 def generate_problems(
-    n: int, split: str, seed: int = 0, difficulties: tuple[int, ...] = (1, 2, 3, 4)
+    n: int, split: str, seed: int = 0, difficulties: tuple[int, ...] = DEFAULT_DIFFICULTIES
 ) -> list[Problem]:
     """``n`` distinct problems of ``split``, difficulties drawn uniformly from ``difficulties``.
 
@@ -185,7 +221,7 @@ def generate_problems(
 
 
 def arithmetic_dataset(
-    split: str, n: int, seed: int = 0, difficulties: tuple[int, ...] = (1, 2, 3, 4)
+    split: str, n: int, seed: int = 0, difficulties: tuple[int, ...] = DEFAULT_DIFFICULTIES
 ) -> datasets.Dataset:
     """The built-in task as a ``datasets.Dataset`` with columns question/answer/solution/difficulty."""
     problems = generate_problems(n, split, seed, difficulties)

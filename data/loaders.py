@@ -134,8 +134,8 @@ def load_task(cfg) -> LoadedTask:
     """Train and test splits for a :class:`verifrl.config.DataConfig`."""
     if cfg.source == "arithmetic":
         return LoadedTask(
-            arithmetic_dataset("train", cfg.num_train, seed=cfg.seed),
-            arithmetic_dataset("test", cfg.num_test or 1000, seed=cfg.seed),
+            arithmetic_dataset("train", cfg.num_train, seed=cfg.seed, difficulties=tuple(cfg.difficulties)),
+            arithmetic_dataset("test", cfg.num_test or 1000, seed=cfg.seed, difficulties=tuple(cfg.difficulties)),
             {"train": 0, "test": 0},
         )
     if cfg.source not in ("gsm8k", "math", "hf", "json"):

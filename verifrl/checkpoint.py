@@ -3,7 +3,8 @@
 A checkpoint is a directory ``<run_dir>/checkpoints/step-<N>/`` holding the policy weights (only
 the adapter of a LoRA policy), optimizer and scheduler state, every RNG state (python, numpy,
 torch CPU, CUDA), the prompt sampler's position, the step, the resolved config and any trainer
-state (such as the pre-RL evaluation). It is written under a temporary name, fsynced, then renamed
+state (such as the pre-RL evaluation), and with PPO's critic ``critic.pt`` (its weights, optimizer
+and update count). It is written under a temporary name, fsynced, then renamed
 into place; ``latest`` is a small file replaced atomically afterwards. A crash mid-write leaves at
 worst an ignored temporary directory, never a corrupt ``latest``.
 """
@@ -66,7 +67,7 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, trainer_state: dict, config: dict,
-                    keep_last: int = 2) -> Path:
+                    keep_last: int = 2, critic=None) -> Path:
     """Write checkpoint ``step`` atomically and point ``latest`` at it; prune old ones."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -81,6 +82,8 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, train
          "rng": rng_state(), "trainer": trainer_state, "step": step},
         staging / "state.pt",
     )
+    if critic is not None:
+        torch.save(critic.state_dict(), staging / "critic.pt")
     (staging / "config.json").write_text(json.dumps(config, indent=2, default=str))
     for file in staging.iterdir():
         with open(file, "rb") as f:
@@ -125,9 +128,11 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return max(steps)[1] if steps else None
 
 
-def load_checkpoint(path: Path, model, optimizer=None, scheduler=None) -> dict:
-    """Restore weights (and optimizer, scheduler, RNG when given); returns the trainer state."""
+def load_checkpoint(path: Path, model, optimizer=None, scheduler=None, critic=None) -> dict:
+    """Restore weights (and optimizer, scheduler, critic, RNG when given); returns the trainer state."""
     path = Path(path)
+    if critic is not None and not (path / "critic.pt").is_file():
+        raise FileNotFoundError(f"{path}: no critic.pt (the run was not trained with advantage.estimator=gae)")
     weights = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
     if _is_peft(model):
         from peft import set_peft_model_state_dict
@@ -146,6 +151,8 @@ def load_checkpoint(path: Path, model, optimizer=None, scheduler=None) -> dict:
         distributed.load_full_optimizer_state(model, optimizer, state["optimizer"])
     elif optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
+    if critic is not None:
+        critic.load_state_dict(torch.load(path / "critic.pt", map_location="cpu", weights_only=False))
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
     if optimizer is not None:

@@ -90,6 +90,9 @@ class DataConfig:
     """System message for chat templates (empty: none)."""
     seed: int = 0
     """Seed of the built-in generator and of prompt shuffling."""
+    difficulties: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    """Built-in task (source arithmetic): difficulties drawn uniformly, 1-4 the default mix, 5 the
+    long chain of 5-8 dependent steps (recipes/tiny-arith-long.yaml)."""
 
 
 @dataclass
@@ -167,7 +170,32 @@ class AdvantageConfig:
     """Added to the std so an all-equal group gets exactly zero advantage."""
     process_weight: float = 1.0
     """Weight of the process-supervision term in outcome+process mode (steps come from the verifier
-    that returns step_scores, e.g. math_steps, whose ``segmenter`` kwarg sets the segmentation)."""
+    that returns step_scores, e.g. math_steps, whose ``segmenter`` kwarg sets the segmentation);
+    with estimator gae, the scale of the dense step rewards."""
+    gamma: float = 1.0
+    """estimator gae: discount per token (verl algorithm.gamma)."""
+    lam: float = 0.95
+    """estimator gae: GAE lambda (verl algorithm.lam; 1: Monte Carlo returns, 0: one-step TD)."""
+    whiten: bool = True
+    """estimator gae: whiten the advantages over the whole batch (masked mean 0, std 1), as verl's
+    compute_gae_advantage_return does; the group estimators normalise themselves and ignore it."""
+
+
+@dataclass
+class CriticConfig:
+    """The value model of ``advantage.estimator: gae`` (PPO with a critic); unused otherwise."""
+
+    model: str = ""
+    """Model directory or hub name of the critic's backbone (empty: the policy's own initial
+    weights, as verl/OpenRLHF initialise the critic from the actor). A value head is added."""
+    lr: float = 1.0e-5
+    """Critic AdamW learning rate (verl critic.optim.lr), constant."""
+    clip_range: float | None = 0.5
+    """Clipped value loss: new values are kept within +-clip_range of the values at sampling time
+    (verl critic.cliprange_value, default 0.5); null: unclipped squared error."""
+    warmup_steps: int = 0
+    """First steps in which only the critic trains, so the policy's first advantages come from a
+    critic that has seen some returns (verl trainer.critic_warmup)."""
 
 
 @dataclass
@@ -187,7 +215,11 @@ class LossConfig:
     kl_estimator: str = "k3"
     """KL estimator: k1, k2, k3, or k3_ratio (k3 with the gradient of KL(pi||ref))."""
     kl_placement: Literal["loss", "reward"] = "loss"
-    """KL term in the loss (GRPO) or as a per-token reward penalty (PPO/InstructGPT)."""
+    """KL term in the loss (GRPO) or in the reward (PPO/InstructGPT): the completion's summed k1
+    for the group estimators, -beta * k1 on every token for gae."""
+    objective: str = "ppo_clip"
+    """Policy term: ppo_clip (clipped surrogate) or cispo (MiniMax-M1: -sg(min(r, 1 + epsilon_high))
+    * A * log pi, every token keeps its gradient; epsilon_low and delta do not apply)."""
 
 
 @dataclass
@@ -268,6 +300,7 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -443,6 +476,44 @@ def _check_vllm(cfg: Config) -> None:
         raise ConfigError("rollout.vllm_gpu_memory_utilization must be in (0, 1)")
 
 
+def _check_credit_assignment(cfg: Config) -> None:
+    """Estimator, critic, objective and built-in task options (names from their registries)."""
+    from verifrl.advantages import ADVANTAGE_ESTIMATORS, CRITIC_ESTIMATORS
+    from verifrl.losses import POLICY_OBJECTIVES
+    from data.arithmetic import GENERATORS
+
+    if cfg.advantage.estimator not in ADVANTAGE_ESTIMATORS:
+        raise ConfigError(f"advantage.estimator: unknown {cfg.advantage.estimator!r} "
+                          f"(have: {', '.join(sorted(ADVANTAGE_ESTIMATORS))})")
+    if cfg.loss.objective not in POLICY_OBJECTIVES:
+        raise ConfigError(f"loss.objective: unknown {cfg.loss.objective!r} (have: {', '.join(sorted(POLICY_OBJECTIVES))})")
+    for key, levels in (("data.difficulties", cfg.data.difficulties),
+                        ("model.embedded.sft_difficulties", cfg.model.embedded.sft_difficulties)):
+        if not levels or set(levels) - set(GENERATORS):
+            raise ConfigError(f"{key} must be a non-empty list of {sorted(GENERATORS)}, got {levels}")
+    checks = [
+        (0 <= cfg.advantage.gamma <= 1, "advantage.gamma must be in [0, 1]"),
+        (0 <= cfg.advantage.lam <= 1, "advantage.lam must be in [0, 1]"),
+        (cfg.critic.lr > 0, "critic.lr must be > 0"),
+        (cfg.critic.clip_range is None or cfg.critic.clip_range > 0, "critic.clip_range must be > 0 (null: off)"),
+        (cfg.critic.warmup_steps >= 0, "critic.warmup_steps must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    if cfg.advantage.estimator in CRITIC_ESTIMATORS:
+        if cfg.trainer.parallel == "fsdp":
+            raise ConfigError(f"advantage.estimator={cfg.advantage.estimator} does not support trainer.parallel=fsdp "
+                              "yet (the critic is replicated: use ddp)")
+        if cfg.rollout.dynamic_sampling != "off":
+            raise ConfigError(f"advantage.estimator={cfg.advantage.estimator} needs rollout.dynamic_sampling=off "
+                              "(a group with equal rewards still trains the critic and its token advantages)")
+        if cfg.advantage.scale_rewards != "group":
+            raise ConfigError("advantage.scale_rewards applies to estimator grpo; gae uses advantage.whiten")
+    elif cfg.critic != CriticConfig():
+        raise ConfigError(f"critic.* options need advantage.estimator=gae (got {cfg.advantage.estimator!r})")
+
+
 def validate(cfg: Config) -> None:
     """Value checks that types alone cannot express."""
     checks = [
@@ -483,6 +554,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("trainer.parallel=fsdp needs rollout.dynamic_sampling=off")
     if cfg.rollout.engine == "vllm":
         _check_vllm(cfg)
+    _check_credit_assignment(cfg)
     if cfg.advantage.mode != "outcome" and cfg.rollout.group_size < 2:
         pass  # process supervision normalises over steps, so G=1 is still meaningful
     model = cfg.model.name_or_path

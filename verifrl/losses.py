@@ -17,6 +17,12 @@ The loss is the clipped surrogate of PPO as used by GRPO (DeepSeekMath, arXiv 24
     loss_t    = pg_t + beta * KL_t                         (KL inside the token aggregation)
     loss      = aggregate(loss_t)                          (grpo / bnpo / dr_grpo / dapo)
 
+``pg_t`` is the policy objective, a registry (``POLICY_OBJECTIVES``, ``loss.objective``):
+``ppo_clip`` above, or ``cispo`` (MiniMax-M1, arXiv 2506.13585), which clips the importance
+*weight* instead of the update and keeps every token's gradient::
+
+    pg_t      = -sg(min(ratio_t, 1 + eps_high)) * A_t * logp_t
+
 Departures from the paper, all opt-in: clip-higher (DAPO), dual clip ``delta`` (TRL/INTELLECT-2),
 sequence-level ratio (GSPO), token-level aggregations (DAPO, Dr. GRPO) and the ratio-corrected KL
 estimator ``k3_ratio`` (arXiv 2506.09477).
@@ -171,6 +177,59 @@ def _aggregate_dapo(
     return per_token.sum() / total.clamp(min=1)
 
 
+# --- policy objectives -----------------------------------------------------------------------
+# Each objective maps (logp (B, T), ratio (B, T), adv (B, T), options) -> (pg_per_token, removed)
+# where ``removed`` (B, T) bool marks the tokens whose gradient the objective's clip removed or
+# bounded (the ``clip_frac`` metrics); padding is handled by the caller.
+
+PolicyObjective = Callable[..., tuple[Tensor, Tensor, Tensor]]
+POLICY_OBJECTIVES: dict[str, PolicyObjective] = {}
+
+
+def register_policy_objective(name: str) -> Callable[[PolicyObjective], PolicyObjective]:
+    """Decorator adding a per-token policy objective under ``name`` (the ``loss.objective`` value).
+
+    ``fn(logp, ratio, adv, *, epsilon_low, epsilon_high, delta) -> (pg_per_token, clipped_low,
+    clipped_high)``, all (B, T); the two masks say where the objective's lower / upper clip acted."""
+
+    def decorator(fn: PolicyObjective) -> PolicyObjective:
+        if name in POLICY_OBJECTIVES:
+            raise ValueError(f"policy objective {name!r} is already registered")
+        POLICY_OBJECTIVES[name] = fn
+        return fn
+
+    return decorator
+
+
+@register_policy_objective("ppo_clip")
+def _ppo_clip(logp: Tensor, ratio: Tensor, adv: Tensor, *, epsilon_low: float, epsilon_high: float,
+              delta: float | None) -> tuple[Tensor, Tensor, Tensor]:
+    """PPO's clipped surrogate ``-min(r A, clip(r, 1 - eps_low, 1 + eps_high) A)``; ``delta`` caps
+    the unclipped ratio (dual clip). The clip removes the gradient of tokens with r > 1 + eps_high
+    and A > 0, or r < 1 - eps_low and A < 0."""
+    clipped_ratio = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)  # (B, T)
+    unclipped_ratio = ratio if delta is None else torch.clamp(ratio, max=delta)  # (B, T)
+    pg = -torch.minimum(unclipped_ratio * adv, clipped_ratio * adv)  # (B, T)
+    low = (ratio < 1.0 - epsilon_low) & (adv < 0)
+    high = (ratio > 1.0 + epsilon_high) & (adv > 0)
+    return pg, low, high
+
+
+@register_policy_objective("cispo")
+def _cispo(logp: Tensor, ratio: Tensor, adv: Tensor, *, epsilon_low: float, epsilon_high: float,
+           delta: float | None) -> tuple[Tensor, Tensor, Tensor]:
+    """CISPO (MiniMax-M1, arXiv 2506.13585, eq. 4-5): ``-sg(min(r, 1 + eps_high)) * A * logp``.
+
+    The importance weight is truncated from above only (no lower bound: MiniMax-M1 sets eps_low
+    large enough never to bind) and carries no gradient, so every token keeps the REINFORCE
+    gradient ``-w A d logp`` (PPO's clip drops tokens; those were often the rare reflective
+    tokens the paper wants to keep). ``epsilon_low`` and ``delta`` do not apply. ``clipped_high``
+    marks tokens whose weight was truncated (their gradient is bounded, not removed)."""
+    weight = torch.clamp(ratio, max=1.0 + epsilon_high).detach()  # (B, T) stop-gradient weight
+    pg = -weight * adv * logp  # (B, T)
+    return pg, torch.zeros_like(ratio, dtype=torch.bool), ratio > 1.0 + epsilon_high
+
+
 def policy_loss(
     logp: Tensor,
     old_logp: Tensor,
@@ -178,6 +237,7 @@ def policy_loss(
     mask: Tensor,
     *,
     loss_type: str = "grpo",
+    objective: str = "ppo_clip",
     epsilon_low: float = 0.2,
     epsilon_high: float | None = None,
     delta: float | None = None,
@@ -188,7 +248,7 @@ def policy_loss(
     max_completion_length: int | None = None,
     num_items_in_batch: Tensor | int | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Clipped-surrogate GRPO loss with optional KL to a reference policy.
+    """Policy-gradient loss (PPO clipped surrogate or CISPO) with optional KL to a reference policy.
 
     Args:
         logp: (B, T) log pi_theta of the sampled completion tokens (differentiable).
@@ -198,6 +258,9 @@ def policy_loss(
         loss_type: aggregation, a key of ``LOSS_AGGREGATIONS``: ``grpo`` (per-sequence token mean,
             then mean over sequences), ``bnpo`` (sum / active tokens here), ``dr_grpo``
             (sum / (B * max_completion_length)), ``dapo`` (sum / ``num_items_in_batch``, else as bnpo).
+        objective: the per-token policy term, a key of ``POLICY_OBJECTIVES``: ``ppo_clip``
+            (clipped surrogate) or ``cispo`` (``-sg(min(r, 1 + epsilon_high)) * A * logp``; its
+            weight has no lower bound, so ``epsilon_low`` and ``delta`` are not used).
         epsilon_low: lower clip range, ratio floor ``1 - epsilon_low``.
         epsilon_high: upper clip range, ratio ceiling ``1 + epsilon_high``; None -> ``epsilon_low``.
         delta: dual-clip bound: the *unclipped* ratio is capped at ``delta`` (TRL semantics), which
@@ -217,11 +280,13 @@ def policy_loss(
         ``(loss, metrics)``: the scalar loss to minimise and python floats ``pg_loss`` (the
         aggregated policy term alone), ``clip_frac`` / ``clip_frac_low`` / ``clip_frac_high``
         (fraction of active tokens whose gradient the clip removed: ratio > 1+eps_high with A > 0,
-        or ratio < 1-eps_low with A < 0), ``ratio_mean``, and ``kl`` (masked mean of the KL
+        or ratio < 1-eps_low with A < 0; for cispo the share whose weight was truncated), ``ratio_mean``, and ``kl`` (masked mean of the KL
         estimate) when ``beta != 0``; ``dual_clip_frac`` when ``delta`` is set.
     """
     if loss_type not in LOSS_AGGREGATIONS:
         raise ValueError(f"unknown loss_type {loss_type!r}; valid: {', '.join(sorted(LOSS_AGGREGATIONS))}")
+    if objective not in POLICY_OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(sorted(POLICY_OBJECTIVES))}")
     if importance_level not in IMPORTANCE_LEVELS:
         raise ValueError(
             f"unknown importance_level {importance_level!r}; valid: {', '.join(IMPORTANCE_LEVELS)}"
@@ -251,9 +316,8 @@ def policy_loss(
         seq_log_ratio = log_ratio.sum(-1, keepdim=True) / keep.sum(-1, keepdim=True).clamp(min=1)  # (B, 1)
         log_ratio = seq_log_ratio.expand_as(logp)  # (B, T)
     ratio = torch.exp(log_ratio)  # (B, T)
-    clipped_ratio = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + eps_high)  # (B, T)
-    unclipped_ratio = ratio if delta is None else torch.clamp(ratio, max=delta)  # (B, T)
-    pg_per_token = -torch.minimum(unclipped_ratio * adv, clipped_ratio * adv)  # (B, T)
+    pg_per_token, clipped_low, clipped_high = POLICY_OBJECTIVES[objective](
+        logp_, ratio, adv, epsilon_low=epsilon_low, epsilon_high=eps_high, delta=delta)  # (B, T) each
     pg_per_token = torch.where(keep, pg_per_token, zero)
 
     aggregate = LOSS_AGGREGATIONS[loss_type]
@@ -270,13 +334,13 @@ def policy_loss(
     loss = aggregate(per_token, keep, **options)
 
     with torch.no_grad():
-        low = (ratio < 1.0 - epsilon_low) & (adv < 0) & keep  # clip floor removed the gradient
-        high = (ratio > 1.0 + eps_high) & (adv > 0) & keep  # clip ceiling removed the gradient
+        low = clipped_low & keep  # clip floor removed the gradient
+        high = clipped_high & keep  # clip ceiling removed (ppo_clip) or bounded (cispo) the gradient
         metrics["pg_loss"] = float(aggregate(pg_per_token.detach(), keep, **options))
         metrics["clip_frac_low"] = float(masked_mean(low.float(), keep))
         metrics["clip_frac_high"] = float(masked_mean(high.float(), keep))
         metrics["clip_frac"] = float(masked_mean((low | high).float(), keep))
         metrics["ratio_mean"] = float(masked_mean(ratio, keep))
-        if delta is not None:
+        if delta is not None and objective == "ppo_clip":
             metrics["dual_clip_frac"] = float(masked_mean(((ratio > delta) & (adv < 0)).float(), keep))
     return loss, metrics

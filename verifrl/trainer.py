@@ -21,15 +21,16 @@ import numpy as np
 import torch
 
 from data.loaders import load_task
-from verifrl.advantages import token_advantages
+from verifrl.advantages import CRITIC_ESTIMATORS, token_advantages
 from verifrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final_model
 from verifrl import distributed
 from verifrl.config import Config
+from verifrl.critic import Critic, build_critic, critic_advantages, critic_step
 from verifrl.dynamic_sampling import collect_informative
 from verifrl.evaluation import evaluate
 from verifrl.models import load_policy, reference_model
 from verifrl.prompts import PromptSampler, format_prompt, template_fields
-from verifrl.rewards import kl_penalized_sequence_rewards, overlong_penalty
+from verifrl.rewards import critic_token_rewards, kl_penalized_sequence_rewards, kl_token_penalty, overlong_penalty
 from verifrl.rollout import generate
 from verifrl.scoring import StreamingScorer, build_verifiers, score_rollouts, step_metrics
 from verifrl.segments import step_end_tokens, token_char_offsets
@@ -134,10 +135,12 @@ class NonFiniteTraining(RuntimeError):
 
 
 def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, rows: list[dict],
-            next_rows=None) -> tuple[dict, list[dict]]:
-    """One GRPO step on a batch of prompt rows; returns its metrics and sample rows for the table.
+            next_rows=None, critic: Critic | None = None) -> tuple[dict, list[dict]]:
+    """One RL step on a batch of prompt rows; returns its metrics and sample rows for the table.
 
-    ``next_rows(n)`` draws more prompts for ``rollout.dynamic_sampling: refill``.
+    ``next_rows(n)`` draws more prompts for ``rollout.dynamic_sampling: refill``. With a
+    ``critic`` (advantage.estimator gae) the advantages come from its values and it is updated
+    after the policy (only it, during critic.warmup_steps).
     """
     timer = StageTimer()
     G = cfg.rollout.group_size
@@ -205,7 +208,7 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         with timer("reference"):
             ref_logprobs = batched_logprobs(reference, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
                                             batch.completion_mask, cfg.rollout.temperature, cfg.trainer.micro_batch_size)
-        if cfg.loss.kl_placement == "reward":
+        if cfg.loss.kl_placement == "reward" and critic is None:  # gae: per token, in critic_token_rewards
             # PPO/InstructGPT placement: r - beta * sum_t k1, before the group normalisation
             rewards = kl_penalized_sequence_rewards(rewards, batch.sampler_logprobs, ref_logprobs,
                                                     batch.completion_mask, cfg.loss.beta)
@@ -220,22 +223,35 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
             step_ends = [flat_ends[p * G:(p + 1) * G] for p in range(P)]
             step_rewards = [scored.step_scores[p * G:(p + 1) * G] for p in range(P)]
         width = batch.completion_ids.shape[1]
-        advantages = token_advantages(
-            rewards.view(P, G), batch.lengths.view(P, G), width, estimator=cfg.advantage.estimator,
-            mode=cfg.advantage.mode, scale=cfg.advantage.scale_rewards, eps=cfg.advantage.eps,
-            step_rewards=step_rewards, step_ends=step_ends, process_weight=cfg.advantage.process_weight,
-        )  # (N, Lc)
+        if critic is None:
+            advantages = token_advantages(
+                rewards.view(P, G), batch.lengths.view(P, G), width, estimator=cfg.advantage.estimator,
+                mode=cfg.advantage.mode, scale=cfg.advantage.scale_rewards, eps=cfg.advantage.eps,
+                step_rewards=step_rewards, step_ends=step_ends, process_weight=cfg.advantage.process_weight,
+            )  # (N, Lc)
+        else:
+            values = critic.values(batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask)
+            token_rewards = critic_token_rewards(
+                None if cfg.advantage.mode == "process" else rewards, loss_mask,
+                step_scores=None if step_rewards is None else scored.step_scores,
+                step_ends=None if step_ends is None else flat_ends, step_weight=cfg.advantage.process_weight)
+            if ref_logprobs is not None and cfg.loss.kl_placement == "reward":
+                token_rewards += kl_token_penalty(batch.sampler_logprobs, ref_logprobs, loss_mask, cfg.loss.beta)
+            advantages, returns = critic_advantages(token_rewards, values, loss_mask, cfg.advantage)  # (N, Lc)
 
     train_batch = TrainBatch(batch.prompt_ids, batch.prompt_mask, batch.completion_ids, loss_mask,
                              batch.sampler_logprobs, advantages, ref_logprobs)
     update_metrics: dict[str, float] = {}
     with timer("update"):
-        for _ in range(cfg.trainer.num_iterations):
+        for _ in range(cfg.trainer.num_iterations if critic is None or not critic.warming_up else 0):
             update_metrics = update_policy(
                 policy, optimizer, train_batch, cfg.loss, temperature=cfg.rollout.temperature,
                 micro_batch_size=cfg.trainer.micro_batch_size, max_grad_norm=cfg.trainer.max_grad_norm,
                 max_completion_length=cfg.rollout.max_new_tokens,
             )
+    if critic is not None:
+        with timer("critic"):
+            update_metrics.update(critic_step(critic, batch, loss_mask, values, returns, cfg.trainer.num_iterations))
 
     group_rewards = rewards.view(P, G)
     primary = scored.scores[:, 0]
@@ -301,13 +317,14 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
     policy, reference = distributed.prepare_models(policy, reference, cfg.trainer.parallel)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.trainer.lr, betas=cfg.trainer.adam_betas,
                                   weight_decay=cfg.trainer.weight_decay)
+    critic = build_critic(cfg, log=log) if cfg.advantage.estimator in CRITIC_ESTIMATORS else None
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     config_dict = cfg.to_dict()
 
     start_step, trainer_state = 0, {}
     if resume:
         checkpoint = latest_checkpoint(run_dir)
-        trainer_state = load_checkpoint(checkpoint, policy, optimizer, scheduler)
+        trainer_state = load_checkpoint(checkpoint, policy, optimizer, scheduler, critic=critic)
         task.sampler.load_state_dict(trainer_state["sampler"])
         start_step = trainer_state["step"]
         log(f"resumed from {checkpoint} at step {start_step}")
@@ -346,11 +363,12 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
         for step in range(start_step, cfg.trainer.steps):
             rows = distributed.shard_rows(task.sampler.next_rows(cfg.rollout.num_prompts), cfg.rollout.num_prompts)
             metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, rows,
-                                       next_rows=refill_rows)
+                                       next_rows=refill_rows, critic=critic)
             metrics = distributed.mean_metrics(metrics)  # averaged over data-parallel ranks
             nonfinite_in_a_row = nonfinite_in_a_row + 1 if metrics.get("update/nonfinite_skipped") else 0
             metrics["lr"] = scheduler.get_last_lr()[0]
-            scheduler.step()
+            if not metrics.get("critic/warmup"):  # the policy's schedule starts when the policy does
+                scheduler.step()
             if cfg.eval.every_steps and (step + 1) % cfg.eval.every_steps == 0 and step + 1 < cfg.trainer.steps:
                 periodic = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers,
                                     pass_k=cfg.eval.pass_k, pass_k_temperature=cfg.eval.pass_k_temperature, **eval_kwargs)
@@ -363,7 +381,7 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
             if diverging or (cfg.checkpoint.every_steps and (step + 1) % cfg.checkpoint.every_steps == 0):
                 # diverging: the skipped updates left the weights finite, so they are saved, not lost
                 save_checkpoint(run_dir, step + 1, policy, optimizer, scheduler, state(step + 1), config_dict,
-                                cfg.checkpoint.keep_last)
+                                cfg.checkpoint.keep_last, critic=critic)
             if diverging:
                 raise NonFiniteTraining(
                     f"{nonfinite_in_a_row} updates in a row had a NaN/inf gradient (last at step {step}); they were "
@@ -372,7 +390,7 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
                     f"rate too high, float16 overflow, NaN log-probs (see metrics.jsonl)")
         if cfg.trainer.steps > start_step or not cfg.checkpoint.every_steps:
             save_checkpoint(run_dir, cfg.trainer.steps, policy, optimizer, scheduler, state(cfg.trainer.steps),
-                            config_dict, cfg.checkpoint.keep_last)
+                            config_dict, cfg.checkpoint.keep_last, critic=critic)
         eval_after = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers,
                               pass_k=cfg.eval.pass_k, pass_k_temperature=cfg.eval.pass_k_temperature, **eval_kwargs)
         tracker.log(cfg.trainer.steps, {f"eval/{k}": v for k, v in eval_after.items()}, console=False)
