@@ -149,6 +149,7 @@ def update_policy(
             batch.advantages[rows, :width].to(device),
             c_mask.to(device),
             loss_type=loss_cfg.type,
+            objective=loss_cfg.objective,
             epsilon_low=loss_cfg.epsilon_low,
             epsilon_high=loss_cfg.epsilon_high,
             delta=loss_cfg.delta,
