@@ -169,9 +169,23 @@ def test_cispo_aggregates_by_loss_type_and_ignores_padding():
     # grpo: mean of row means (-log .5, -log .25); dapo: token mean over 3 tokens
     assert grpo.item() == pytest.approx((-math.log(0.5) - math.log(0.25)) / 2)
     assert dapo.item() == pytest.approx((-2 * math.log(0.5) - math.log(0.25)) / 3)
-    assert set(POLICY_OBJECTIVES) == {"ppo_clip", "cispo"}
+    assert set(POLICY_OBJECTIVES) == {"ppo_clip", "cispo", "sapo"}
     with pytest.raises(ValueError, match="objective"):
-        policy_loss(logp, logp, adv, mask, objective="sapo")
+        policy_loss(logp, logp, adv, mask, objective="spo")
+
+
+def test_sapo_soft_gate_value_and_gradient_by_hand():
+    # token 0: r = 1, A = 1, tau 1: -sigmoid(0) * 4 * 1 = -2; gradient -A * 4 s (1 - s) r = -1
+    # token 1: r = 1.25, A = -1, tau 1.05: s = sigmoid(0.2625) = 0.565248...; value s * 4 / 1.05,
+    #          gradient 4 s (1 - s) * 1.25
+    logp = torch.log(_t([0.5, 0.5])).requires_grad_()
+    old = torch.log(_t([0.5, 0.4]))
+    loss, metrics = policy_loss(logp, old, _t([1.0, -1.0]), _t([1, 1]), loss_type="bnpo", objective="sapo")
+    s = 1 / (1 + math.exp(-0.2625))
+    assert loss.item() == pytest.approx((-2 + s * 4 / 1.05) / 2, rel=1e-5)
+    loss.backward()
+    assert torch.allclose(logp.grad, _t([-1.0, 4 * s * (1 - s) * 1.25]) / 2, atol=1e-6)
+    assert metrics["clip_frac"] == 0
 
 
 # --- the critic's token rewards and value model ----------------------------------------------

@@ -218,8 +218,13 @@ class LossConfig:
     """KL term in the loss (GRPO) or in the reward (PPO/InstructGPT): the completion's summed k1
     for the group estimators, -beta * k1 on every token for gae."""
     objective: str = "ppo_clip"
-    """Policy term: ppo_clip (clipped surrogate) or cispo (MiniMax-M1: -sg(min(r, 1 + epsilon_high))
-    * A * log pi, every token keeps its gradient; epsilon_low and delta do not apply)."""
+    """Policy term: ppo_clip (clipped surrogate), cispo (MiniMax-M1: -sg(min(r, 1 + epsilon_high))
+    * A * log pi, every token keeps its gradient; epsilon_low and delta do not apply) or sapo (soft
+    gate sigmoid(tau (r - 1)) * 4 / tau instead of the clip)."""
+    sapo_temperature_pos: float = 1.0
+    """objective sapo: gate temperature of tokens with a positive advantage (TRL default)."""
+    sapo_temperature_neg: float = 1.05
+    """objective sapo: gate temperature of the other tokens (TRL default; higher fades faster)."""
 
 
 @dataclass
@@ -497,6 +502,8 @@ def _check_credit_assignment(cfg: Config) -> None:
         (cfg.critic.lr > 0, "critic.lr must be > 0"),
         (cfg.critic.clip_range is None or cfg.critic.clip_range > 0, "critic.clip_range must be > 0 (null: off)"),
         (cfg.critic.warmup_steps >= 0, "critic.warmup_steps must be >= 0"),
+        (cfg.loss.sapo_temperature_pos > 0 and cfg.loss.sapo_temperature_neg > 0,
+         "loss.sapo_temperature_pos/neg must be > 0"),
     ]
     for ok, message in checks:
         if not ok:

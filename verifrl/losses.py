@@ -23,6 +23,11 @@ The loss is the clipped surrogate of PPO as used by GRPO (DeepSeekMath, arXiv 24
 
     pg_t      = -sg(min(ratio_t, 1 + eps_high)) * A_t * logp_t
 
+or ``sapo`` (Soft Adaptive Policy Optimization, arXiv 2511.20347; TRL ``loss_type="sapo"``), a
+smooth gate in place of the hard clip, temperature ``tau`` by the advantage's sign::
+
+    pg_t      = -sigmoid(tau * (ratio_t - 1)) * 4 / tau * A_t
+
 Departures from the paper, all opt-in: clip-higher (DAPO), dual clip ``delta`` (TRL/INTELLECT-2),
 sequence-level ratio (GSPO), token-level aggregations (DAPO, Dr. GRPO) and the ratio-corrected KL
 estimator ``k3_ratio`` (arXiv 2506.09477).
@@ -189,8 +194,9 @@ POLICY_OBJECTIVES: dict[str, PolicyObjective] = {}
 def register_policy_objective(name: str) -> Callable[[PolicyObjective], PolicyObjective]:
     """Decorator adding a per-token policy objective under ``name`` (the ``loss.objective`` value).
 
-    ``fn(logp, ratio, adv, *, epsilon_low, epsilon_high, delta) -> (pg_per_token, clipped_low,
-    clipped_high)``, all (B, T); the two masks say where the objective's lower / upper clip acted."""
+    ``fn(logp, ratio, adv, *, epsilon_low, epsilon_high, delta, sapo_temperatures) -> (pg_per_token,
+    clipped_low, clipped_high)``, all (B, T); the two masks say where the objective's lower / upper
+    clip acted. An objective reads the options it needs and ignores the others."""
 
     def decorator(fn: PolicyObjective) -> PolicyObjective:
         if name in POLICY_OBJECTIVES:
@@ -203,7 +209,7 @@ def register_policy_objective(name: str) -> Callable[[PolicyObjective], PolicyOb
 
 @register_policy_objective("ppo_clip")
 def _ppo_clip(logp: Tensor, ratio: Tensor, adv: Tensor, *, epsilon_low: float, epsilon_high: float,
-              delta: float | None) -> tuple[Tensor, Tensor, Tensor]:
+              delta: float | None, **_: object) -> tuple[Tensor, Tensor, Tensor]:
     """PPO's clipped surrogate ``-min(r A, clip(r, 1 - eps_low, 1 + eps_high) A)``; ``delta`` caps
     the unclipped ratio (dual clip). The clip removes the gradient of tokens with r > 1 + eps_high
     and A > 0, or r < 1 - eps_low and A < 0."""
@@ -216,8 +222,8 @@ def _ppo_clip(logp: Tensor, ratio: Tensor, adv: Tensor, *, epsilon_low: float, e
 
 
 @register_policy_objective("cispo")
-def _cispo(logp: Tensor, ratio: Tensor, adv: Tensor, *, epsilon_low: float, epsilon_high: float,
-           delta: float | None) -> tuple[Tensor, Tensor, Tensor]:
+def _cispo(logp: Tensor, ratio: Tensor, adv: Tensor, *, epsilon_high: float, **_: object
+           ) -> tuple[Tensor, Tensor, Tensor]:
     """CISPO (MiniMax-M1, arXiv 2506.13585, eq. 4-5): ``-sg(min(r, 1 + eps_high)) * A * logp``.
 
     The importance weight is truncated from above only (no lower bound: MiniMax-M1 sets eps_low
@@ -228,6 +234,20 @@ def _cispo(logp: Tensor, ratio: Tensor, adv: Tensor, *, epsilon_low: float, epsi
     weight = torch.clamp(ratio, max=1.0 + epsilon_high).detach()  # (B, T) stop-gradient weight
     pg = -weight * adv * logp  # (B, T)
     return pg, torch.zeros_like(ratio, dtype=torch.bool), ratio > 1.0 + epsilon_high
+
+
+@register_policy_objective("sapo")
+def _sapo(logp: Tensor, ratio: Tensor, adv: Tensor, *, sapo_temperatures: tuple[float, float] = (1.0, 1.05),
+          **_: object) -> tuple[Tensor, Tensor, Tensor]:
+    """SAPO (arXiv 2511.20347, TRL ``sapo``): ``-sigmoid(tau (r - 1)) * 4 / tau * A``, ``tau`` the
+    first temperature where A > 0, the second elsewhere. Its gradient ``-A * 4 s (1 - s) * r d logp``
+    (``s`` the sigmoid) equals the policy gradient on-policy (r = 1) and fades smoothly as r moves
+    away, instead of PPO's cut. No hard clip: both masks are empty."""
+    positive, negative = sapo_temperatures
+    tau = torch.where(adv > 0, torch.full_like(ratio, positive), torch.full_like(ratio, negative))  # (B, T)
+    pg = -torch.sigmoid(tau * (ratio - 1.0)) * 4.0 / tau * adv  # (B, T)
+    none = torch.zeros_like(ratio, dtype=torch.bool)
+    return pg, none, none
 
 
 def policy_loss(
@@ -247,6 +267,7 @@ def policy_loss(
     importance_level: str = "token",
     max_completion_length: int | None = None,
     num_items_in_batch: Tensor | int | None = None,
+    sapo_temperatures: tuple[float, float] = (1.0, 1.05),
 ) -> tuple[Tensor, dict[str, float]]:
     """Policy-gradient loss (PPO clipped surrogate or CISPO) with optional KL to a reference policy.
 
@@ -260,7 +281,8 @@ def policy_loss(
             (sum / (B * max_completion_length)), ``dapo`` (sum / ``num_items_in_batch``, else as bnpo).
         objective: the per-token policy term, a key of ``POLICY_OBJECTIVES``: ``ppo_clip``
             (clipped surrogate) or ``cispo`` (``-sg(min(r, 1 + epsilon_high)) * A * logp``; its
-            weight has no lower bound, so ``epsilon_low`` and ``delta`` are not used).
+            weight has no lower bound, so ``epsilon_low`` and ``delta`` are not used) or ``sapo``
+            (soft gate; the clip options are not used, ``sapo_temperatures`` are).
         epsilon_low: lower clip range, ratio floor ``1 - epsilon_low``.
         epsilon_high: upper clip range, ratio ceiling ``1 + epsilon_high``; None -> ``epsilon_low``.
         delta: dual-clip bound: the *unclipped* ratio is capped at ``delta`` (TRL semantics), which
@@ -275,6 +297,7 @@ def policy_loss(
         max_completion_length: generation budget, required by ``dr_grpo``.
         num_items_in_batch: active-token count of the whole batch for ``dapo`` under gradient
             accumulation.
+        sapo_temperatures: ``(tau_pos, tau_neg)`` of the ``sapo`` gate (TRL defaults 1.0, 1.05).
 
     Returns:
         ``(loss, metrics)``: the scalar loss to minimise and python floats ``pg_loss`` (the
@@ -317,7 +340,8 @@ def policy_loss(
         log_ratio = seq_log_ratio.expand_as(logp)  # (B, T)
     ratio = torch.exp(log_ratio)  # (B, T)
     pg_per_token, clipped_low, clipped_high = POLICY_OBJECTIVES[objective](
-        logp_, ratio, adv, epsilon_low=epsilon_low, epsilon_high=eps_high, delta=delta)  # (B, T) each
+        logp_, ratio, adv, epsilon_low=epsilon_low, epsilon_high=eps_high, delta=delta,
+        sapo_temperatures=sapo_temperatures)  # (B, T) each
     pg_per_token = torch.where(keep, pg_per_token, zero)
 
     aggregate = LOSS_AGGREGATIONS[loss_type]
