@@ -29,7 +29,7 @@ import statistics
 import time
 from pathlib import Path
 
-from verifrl.config import load_config
+from verifrl.config_loading import load_config
 from verifrl.trainer import train
 
 TASKS = {"short": "recipes/tiny-arith-process.yaml", "long": "recipes/tiny-arith-long.yaml"}

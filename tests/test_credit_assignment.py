@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from verifrl.advantages import ADVANTAGE_ESTIMATORS, CRITIC_ESTIMATORS, gae, masked_whiten, token_advantages
-from verifrl.config import ConfigError, load_config
+from verifrl.config import ConfigError
+from verifrl.config_loading import load_config
 from verifrl.critic import ValueModel, explained_variance, value_loss
 from verifrl.losses import POLICY_OBJECTIVES, policy_loss
 from verifrl.rewards import critic_token_rewards, kl_token_penalty

@@ -35,13 +35,18 @@ estimator ``k3_ratio`` (arXiv 2506.09477).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-KL_ESTIMATORS = ("k1", "k2", "k3", "k3_ratio")
-IMPORTANCE_LEVELS = ("token", "sequence")
+from verifrl.registry import Registry
+
+KL_ESTIMATORS: Registry = Registry("KL estimator", "loss.kl_estimator")
+IMPORTANCE_LEVELS: Registry = Registry("importance level", "loss.importance_level")
+POLICY_OBJECTIVES: Registry = Registry("policy objective", "loss.objective")
+LOSS_AGGREGATIONS: Registry = Registry("loss aggregation", "loss.type")
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
@@ -60,20 +65,6 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     if dim is None:
         return values.sum() / keep.sum().clamp(min=1)
     return values.sum(dim) / keep.sum(dim).clamp(min=1)
-
-
-def entropy_from_logits(logits: Tensor) -> Tensor:
-    """Entropy of the categorical distribution given by ``logits`` along the last dimension.
-
-    Args:
-        logits: (..., V).
-
-    Returns:
-        (...,) entropy in nats, ``logsumexp(l) - sum(softmax(l) * l)`` (stable for large logits).
-    """
-    log_z = torch.logsumexp(logits, dim=-1)  # (...)
-    probs = torch.softmax(logits, dim=-1)  # (..., V)
-    return log_z - (probs * logits).sum(-1)
 
 
 def kl_estimate(
@@ -106,18 +97,110 @@ def kl_estimate(
     Returns:
         (B, T) per-token estimate (no masking; see :func:`policy_loss` for that).
     """
+    return KL_ESTIMATORS.lookup(estimator)(logp, ref_logp, old_logp)
+
+
+# --- KL estimators ------------------------------------------------------------------------------
+# Each maps (logp (B, T), ref_logp (B, T), old_logp (B, T) or None) -> (B, T); see kl_estimate.
+
+
+@KL_ESTIMATORS.register("k1")
+def _kl_k1(logp: Tensor, ref_logp: Tensor, old_logp: Tensor | None) -> Tensor:
+    return -(ref_logp - logp)  # -log r
+
+
+@KL_ESTIMATORS.register("k2")
+def _kl_k2(logp: Tensor, ref_logp: Tensor, old_logp: Tensor | None) -> Tensor:
+    return 0.5 * (ref_logp - logp).square()
+
+
+def _k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     log_r = ref_logp - logp  # (B, T)
-    if estimator == "k1":
-        return -log_r
-    if estimator == "k2":
-        return 0.5 * log_r.square()
-    if estimator in ("k3", "k3_ratio"):
-        k3 = torch.expm1(log_r) - log_r  # (B, T); expm1 keeps precision when r is close to 1
-        if estimator == "k3":
-            return k3
-        anchor = (logp if old_logp is None else old_logp).detach()
-        return k3 * torch.exp(logp - anchor)
-    raise ValueError(f"unknown kl_estimator {estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
+    return torch.expm1(log_r) - log_r  # (B, T); expm1 keeps precision when r is close to 1
+
+
+@KL_ESTIMATORS.register("k3")
+def _kl_k3(logp: Tensor, ref_logp: Tensor, old_logp: Tensor | None) -> Tensor:
+    return _k3(logp, ref_logp)
+
+
+@KL_ESTIMATORS.register("k3_ratio")
+def _kl_k3_ratio(logp: Tensor, ref_logp: Tensor, old_logp: Tensor | None) -> Tensor:
+    anchor = (logp if old_logp is None else old_logp).detach()
+    return _k3(logp, ref_logp) * torch.exp(logp - anchor)
+
+
+# --- importance level -------------------------------------------------------------------------
+# Each maps (per-token log ratio (B, T), 0 on padding; mask (B, T) bool) -> the log ratio each
+# token's objective uses (B, T).
+
+
+@IMPORTANCE_LEVELS.register("token")
+def _token_ratio(log_ratio: Tensor, keep: Tensor) -> Tensor:
+    return log_ratio
+
+
+@IMPORTANCE_LEVELS.register("sequence")
+def _sequence_ratio(log_ratio: Tensor, keep: Tensor) -> Tensor:
+    """GSPO: geometric mean of the token ratios of the row, i.e. length-normalised sequence ratio."""
+    seq_log_ratio = log_ratio.sum(-1, keepdim=True) / keep.sum(-1, keepdim=True).clamp(min=1)  # (B, 1)
+    return seq_log_ratio.expand_as(log_ratio)  # (B, T)
+
+
+# --- policy objective -------------------------------------------------------------------------
+# Each maps (ratio (B, T), log_ratio (B, T), advantages (B, T), *, epsilon_low, epsilon_high,
+# delta, logp, sapo_temperatures) -> (per-token policy loss (B, T), {metric name: (B, T) bool mask
+# of the tokens it counts}); policy_loss logs each mask's mean over the active tokens (the clip
+# fractions). ``log_ratio = logp - stopgrad(old_logp)`` carries the gradient of logp; ``logp``
+# (B, T) is the log-prob itself (0 on padding). An objective reads the options it needs.
+
+
+@POLICY_OBJECTIVES.register("ppo_clip")
+def _ppo_clip(ratio: Tensor, log_ratio: Tensor, adv: Tensor, *, epsilon_low: float, epsilon_high: float,
+              delta: float | None, **_: object) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO's clipped surrogate as used by GRPO (DeepSeekMath eq. 3), optional dual clip ``delta``."""
+    clipped_ratio = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)  # (B, T)
+    unclipped_ratio = ratio if delta is None else torch.clamp(ratio, max=delta)  # (B, T)
+    per_token = -torch.minimum(unclipped_ratio * adv, clipped_ratio * adv)  # (B, T)
+    with torch.no_grad():
+        low = (ratio < 1.0 - epsilon_low) & (adv < 0)  # clip floor removed the gradient
+        high = (ratio > 1.0 + epsilon_high) & (adv > 0)  # clip ceiling removed the gradient
+        counted = {"clip_frac_low": low, "clip_frac_high": high, "clip_frac": low | high}
+        if delta is not None:
+            counted["dual_clip_frac"] = (ratio > delta) & (adv < 0)
+    return per_token, counted
+
+
+@POLICY_OBJECTIVES.register("cispo")
+def _cispo(ratio: Tensor, log_ratio: Tensor, adv: Tensor, *, epsilon_high: float, logp: Tensor,
+           **_: object) -> tuple[Tensor, dict[str, Tensor]]:
+    """CISPO (MiniMax-M1, arXiv 2506.13585, eq. 4-5): ``-sg(min(r, 1 + eps_high)) * A * logp``.
+
+    The importance weight is truncated from above only (no lower bound: MiniMax-M1 sets eps_low
+    large enough never to bind) and carries no gradient, so every token keeps the REINFORCE
+    gradient ``-w A d logp`` (PPO's clip drops tokens; those were often the rare reflective
+    tokens the paper wants to keep). ``epsilon_low`` and ``delta`` do not apply.
+    ``clip_frac_high`` counts the tokens whose weight was truncated (gradient bounded, not removed)."""
+    weight = torch.clamp(ratio, max=1.0 + epsilon_high).detach()  # (B, T) stop-gradient weight
+    per_token = -weight * adv * logp  # (B, T)
+    with torch.no_grad():
+        high = ratio > 1.0 + epsilon_high
+        counted = {"clip_frac_low": torch.zeros_like(high), "clip_frac_high": high, "clip_frac": high}
+    return per_token, counted
+
+
+@POLICY_OBJECTIVES.register("sapo")
+def _sapo(ratio: Tensor, log_ratio: Tensor, adv: Tensor, *,
+          sapo_temperatures: tuple[float, float] = (1.0, 1.05), **_: object) -> tuple[Tensor, dict[str, Tensor]]:
+    """SAPO (arXiv 2511.20347, TRL ``sapo``): ``-sigmoid(tau (r - 1)) * 4 / tau * A``, ``tau`` the
+    first temperature where A > 0, the second elsewhere. Its gradient ``-A * 4 s (1 - s) * r d logp``
+    (``s`` the sigmoid) equals the policy gradient on-policy (r = 1) and fades smoothly as r moves
+    away, instead of PPO's cut. No hard clip: the clip fractions are 0."""
+    positive, negative = sapo_temperatures
+    tau = torch.where(adv > 0, torch.full_like(ratio, positive), torch.full_like(ratio, negative))  # (B, T)
+    per_token = -torch.sigmoid(tau * (ratio - 1.0)) * 4.0 / tau * adv  # (B, T)
+    none = torch.zeros_like(ratio, dtype=torch.bool)
+    return per_token, {"clip_frac_low": none, "clip_frac_high": none, "clip_frac": none}
 
 
 # --- token-loss aggregation -------------------------------------------------------------------
@@ -125,23 +208,41 @@ def kl_estimate(
 # to a scalar. They differ only in the normaliser, which decides how a token's gradient is
 # weighted against sequence length (Dr. GRPO, arXiv 2503.20783, §3).
 
-LossAggregation = Callable[..., Tensor]
-LOSS_AGGREGATIONS: dict[str, LossAggregation] = {}
+NORMALISERS = {
+    "sequences": "mean over rows of each row's token mean (global over rows)",
+    "micro_batch_tokens": "active tokens of the micro-batch at hand (per micro-batch, as TRL's bnpo)",
+    "constant": "rows * max_completion_length (global over rows)",
+    "batch_tokens": "active tokens of the whole batch, passed as num_items_in_batch",
+}
+"""What an aggregation divides the token-loss sum by; the update reads it to weight micro-batches
+and to know whether a row with zero advantage may be skipped."""
 
 
-def register_loss_aggregation(name: str) -> Callable[[LossAggregation], LossAggregation]:
+@dataclass(frozen=True)
+class LossAggregation:
+    """A registered token-loss aggregation: ``reduce(per_token (B, T), mask (B, T), **options)``
+    -> scalar, and its ``normaliser`` (a key of ``NORMALISERS``)."""
+
+    reduce: Callable[..., Tensor]
+    normaliser: str
+
+    def __call__(self, per_token: Tensor, mask: Tensor, **options: object) -> Tensor:
+        return self.reduce(per_token, mask, **options)
+
+
+def register_loss_aggregation(name: str, normaliser: str) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Decorator adding a token-loss aggregation under ``name`` (the ``loss.type`` value)."""
+    if normaliser not in NORMALISERS:
+        raise ValueError(f"normaliser must be one of {', '.join(NORMALISERS)}, got {normaliser!r}")
 
-    def decorator(fn: LossAggregation) -> LossAggregation:
-        if name in LOSS_AGGREGATIONS:
-            raise ValueError(f"loss aggregation {name!r} is already registered")
-        LOSS_AGGREGATIONS[name] = fn
+    def decorator(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        LOSS_AGGREGATIONS.register(name)(LossAggregation(fn, normaliser))
         return fn
 
     return decorator
 
 
-@register_loss_aggregation("grpo")
+@register_loss_aggregation("grpo", normaliser="sequences")
 def _aggregate_grpo(per_token: Tensor, mask: Tensor, **_: object) -> Tensor:
     """DeepSeekMath eq. 3: 1/|o_i| token mean per sequence, then the mean over sequences.
 
@@ -151,13 +252,13 @@ def _aggregate_grpo(per_token: Tensor, mask: Tensor, **_: object) -> Tensor:
     return per_sequence.mean()
 
 
-@register_loss_aggregation("bnpo")
+@register_loss_aggregation("bnpo", normaliser="micro_batch_tokens")
 def _aggregate_bnpo(per_token: Tensor, mask: Tensor, **_: object) -> Tensor:
     """Token sum over the batch / number of active tokens in this batch (TRL ``bnpo``)."""
     return per_token.sum() / mask.sum().clamp(min=1)
 
 
-@register_loss_aggregation("dr_grpo")
+@register_loss_aggregation("dr_grpo", normaliser="constant")
 def _aggregate_dr_grpo(
     per_token: Tensor, mask: Tensor, *, max_completion_length: int | None = None, **_: object
 ) -> Tensor:
@@ -167,7 +268,7 @@ def _aggregate_dr_grpo(
     return per_token.sum() / (per_token.shape[0] * max_completion_length)
 
 
-@register_loss_aggregation("dapo")
+@register_loss_aggregation("dapo", normaliser="batch_tokens")
 def _aggregate_dapo(
     per_token: Tensor, mask: Tensor, *, num_items_in_batch: Tensor | int | None = None, **_: object
 ) -> Tensor:
@@ -180,74 +281,6 @@ def _aggregate_dapo(
         return per_token.sum() / mask.sum().clamp(min=1)
     total = torch.as_tensor(num_items_in_batch, dtype=per_token.dtype, device=per_token.device)
     return per_token.sum() / total.clamp(min=1)
-
-
-# --- policy objectives -----------------------------------------------------------------------
-# Each objective maps (logp (B, T), ratio (B, T), adv (B, T), options) -> (pg_per_token, removed)
-# where ``removed`` (B, T) bool marks the tokens whose gradient the objective's clip removed or
-# bounded (the ``clip_frac`` metrics); padding is handled by the caller.
-
-PolicyObjective = Callable[..., tuple[Tensor, Tensor, Tensor]]
-POLICY_OBJECTIVES: dict[str, PolicyObjective] = {}
-
-
-def register_policy_objective(name: str) -> Callable[[PolicyObjective], PolicyObjective]:
-    """Decorator adding a per-token policy objective under ``name`` (the ``loss.objective`` value).
-
-    ``fn(logp, ratio, adv, *, epsilon_low, epsilon_high, delta, sapo_temperatures) -> (pg_per_token,
-    clipped_low, clipped_high)``, all (B, T); the two masks say where the objective's lower / upper
-    clip acted. An objective reads the options it needs and ignores the others."""
-
-    def decorator(fn: PolicyObjective) -> PolicyObjective:
-        if name in POLICY_OBJECTIVES:
-            raise ValueError(f"policy objective {name!r} is already registered")
-        POLICY_OBJECTIVES[name] = fn
-        return fn
-
-    return decorator
-
-
-@register_policy_objective("ppo_clip")
-def _ppo_clip(logp: Tensor, ratio: Tensor, adv: Tensor, *, epsilon_low: float, epsilon_high: float,
-              delta: float | None, **_: object) -> tuple[Tensor, Tensor, Tensor]:
-    """PPO's clipped surrogate ``-min(r A, clip(r, 1 - eps_low, 1 + eps_high) A)``; ``delta`` caps
-    the unclipped ratio (dual clip). The clip removes the gradient of tokens with r > 1 + eps_high
-    and A > 0, or r < 1 - eps_low and A < 0."""
-    clipped_ratio = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)  # (B, T)
-    unclipped_ratio = ratio if delta is None else torch.clamp(ratio, max=delta)  # (B, T)
-    pg = -torch.minimum(unclipped_ratio * adv, clipped_ratio * adv)  # (B, T)
-    low = (ratio < 1.0 - epsilon_low) & (adv < 0)
-    high = (ratio > 1.0 + epsilon_high) & (adv > 0)
-    return pg, low, high
-
-
-@register_policy_objective("cispo")
-def _cispo(logp: Tensor, ratio: Tensor, adv: Tensor, *, epsilon_high: float, **_: object
-           ) -> tuple[Tensor, Tensor, Tensor]:
-    """CISPO (MiniMax-M1, arXiv 2506.13585, eq. 4-5): ``-sg(min(r, 1 + eps_high)) * A * logp``.
-
-    The importance weight is truncated from above only (no lower bound: MiniMax-M1 sets eps_low
-    large enough never to bind) and carries no gradient, so every token keeps the REINFORCE
-    gradient ``-w A d logp`` (PPO's clip drops tokens; those were often the rare reflective
-    tokens the paper wants to keep). ``epsilon_low`` and ``delta`` do not apply. ``clipped_high``
-    marks tokens whose weight was truncated (their gradient is bounded, not removed)."""
-    weight = torch.clamp(ratio, max=1.0 + epsilon_high).detach()  # (B, T) stop-gradient weight
-    pg = -weight * adv * logp  # (B, T)
-    return pg, torch.zeros_like(ratio, dtype=torch.bool), ratio > 1.0 + epsilon_high
-
-
-@register_policy_objective("sapo")
-def _sapo(logp: Tensor, ratio: Tensor, adv: Tensor, *, sapo_temperatures: tuple[float, float] = (1.0, 1.05),
-          **_: object) -> tuple[Tensor, Tensor, Tensor]:
-    """SAPO (arXiv 2511.20347, TRL ``sapo``): ``-sigmoid(tau (r - 1)) * 4 / tau * A``, ``tau`` the
-    first temperature where A > 0, the second elsewhere. Its gradient ``-A * 4 s (1 - s) * r d logp``
-    (``s`` the sigmoid) equals the policy gradient on-policy (r = 1) and fades smoothly as r moves
-    away, instead of PPO's cut. No hard clip: both masks are empty."""
-    positive, negative = sapo_temperatures
-    tau = torch.where(adv > 0, torch.full_like(ratio, positive), torch.full_like(ratio, negative))  # (B, T)
-    pg = -torch.sigmoid(tau * (ratio - 1.0)) * 4.0 / tau * adv  # (B, T)
-    none = torch.zeros_like(ratio, dtype=torch.bool)
-    return pg, none, none
 
 
 def policy_loss(
@@ -306,16 +339,10 @@ def policy_loss(
         or ratio < 1-eps_low with A < 0; for cispo the share whose weight was truncated), ``ratio_mean``, and ``kl`` (masked mean of the KL
         estimate) when ``beta != 0``; ``dual_clip_frac`` when ``delta`` is set.
     """
-    if loss_type not in LOSS_AGGREGATIONS:
-        raise ValueError(f"unknown loss_type {loss_type!r}; valid: {', '.join(sorted(LOSS_AGGREGATIONS))}")
-    if objective not in POLICY_OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(sorted(POLICY_OBJECTIVES))}")
-    if importance_level not in IMPORTANCE_LEVELS:
-        raise ValueError(
-            f"unknown importance_level {importance_level!r}; valid: {', '.join(IMPORTANCE_LEVELS)}"
-        )
-    if kl_estimator not in KL_ESTIMATORS:
-        raise ValueError(f"unknown kl_estimator {kl_estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
+    aggregate = LOSS_AGGREGATIONS.lookup(loss_type)
+    surrogate = POLICY_OBJECTIVES.lookup(objective)
+    importance = IMPORTANCE_LEVELS.lookup(importance_level)
+    KL_ESTIMATORS.lookup(kl_estimator)
     if beta != 0 and ref_logp is None:
         raise ValueError("beta != 0 needs ref_logp")
     if logp.shape != old_logp.shape or logp.shape != mask.shape:
@@ -333,18 +360,12 @@ def policy_loss(
         advantages = advantages.unsqueeze(-1)  # (B, 1)
     adv = torch.where(keep, advantages.detach().to(logp.dtype).expand_as(logp), zero)  # (B, T)
 
-    log_ratio = logp_ - old_  # (B, T), 0 on padding
-    if importance_level == "sequence":
-        # GSPO: geometric mean of the token ratios of the row, i.e. length-normalised sequence ratio
-        seq_log_ratio = log_ratio.sum(-1, keepdim=True) / keep.sum(-1, keepdim=True).clamp(min=1)  # (B, 1)
-        log_ratio = seq_log_ratio.expand_as(logp)  # (B, T)
+    log_ratio = importance(logp_ - old_, keep)  # (B, T), 0 on padding at the token level
     ratio = torch.exp(log_ratio)  # (B, T)
-    pg_per_token, clipped_low, clipped_high = POLICY_OBJECTIVES[objective](
-        logp_, ratio, adv, epsilon_low=epsilon_low, epsilon_high=eps_high, delta=delta,
-        sapo_temperatures=sapo_temperatures)  # (B, T) each
+    pg_per_token, counted = surrogate(ratio, log_ratio, adv, epsilon_low=epsilon_low, epsilon_high=eps_high,
+                                      delta=delta, logp=logp_, sapo_temperatures=sapo_temperatures)  # (B, T)
     pg_per_token = torch.where(keep, pg_per_token, zero)
 
-    aggregate = LOSS_AGGREGATIONS[loss_type]
     options = {"max_completion_length": max_completion_length, "num_items_in_batch": num_items_in_batch}
     per_token = pg_per_token
     metrics: dict[str, float] = {}
@@ -358,13 +379,8 @@ def policy_loss(
     loss = aggregate(per_token, keep, **options)
 
     with torch.no_grad():
-        low = clipped_low & keep  # clip floor removed the gradient
-        high = clipped_high & keep  # clip ceiling removed (ppo_clip) or bounded (cispo) the gradient
         metrics["pg_loss"] = float(aggregate(pg_per_token.detach(), keep, **options))
-        metrics["clip_frac_low"] = float(masked_mean(low.float(), keep))
-        metrics["clip_frac_high"] = float(masked_mean(high.float(), keep))
-        metrics["clip_frac"] = float(masked_mean((low | high).float(), keep))
+        for name, tokens in counted.items():
+            metrics[name] = float(masked_mean(tokens.float(), keep))
         metrics["ratio_mean"] = float(masked_mean(ratio, keep))
-        if delta is not None and objective == "ppo_clip":
-            metrics["dual_clip_frac"] = float(masked_mean(((ratio > delta) & (adv < 0)).float(), keep))
     return loss, metrics
