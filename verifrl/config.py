@@ -171,6 +171,21 @@ class AdvantageConfig:
 
 
 @dataclass
+class RolloutCorrectionConfig:
+    mode: Literal["auto", "none", "truncate", "mask"] = "auto"
+    """Weight each token's policy-gradient term by pi_old / pi_sampler (needs pi_old recomputed):
+    ``truncate`` clamps the ratio to [clip_min, clip_max], ``mask`` zeroes it outside, ``none`` off.
+    ``auto``: mask when the sampler's log-probs differ from the trainer's (rollout.engine=vllm,
+    bf16/fp16 weights, trainer.off_policy_steps > 0), none for a float32 loop/hf/cb sampler."""
+    level: Literal["token", "sequence"] = "sequence"
+    """One ratio per token, or one per row (the product of its token ratios) for all its tokens."""
+    clip_min: float | None = None
+    """Lower bound of the ratio (None: no bound)."""
+    clip_max: float | None = 3.0
+    """Upper bound of the ratio (None: no bound); TRL's default 3."""
+
+
+@dataclass
 class LossConfig:
     type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "dapo"
     """Token-loss aggregation (see README): grpo per-sequence mean; dapo/bnpo token mean; dr_grpo constant."""
@@ -188,6 +203,8 @@ class LossConfig:
     """KL estimator: k1, k2, k3, or k3_ratio (k3 with the gradient of KL(pi||ref))."""
     kl_placement: Literal["loss", "reward"] = "loss"
     """KL term in the loss (GRPO) or as a per-token reward penalty (PPO/InstructGPT)."""
+    rollout_correction: RolloutCorrectionConfig = field(default_factory=RolloutCorrectionConfig)
+    """Importance correction for the gap between the sampler and the trainer (docs/off-policy.md)."""
 
 
 @dataclass
@@ -219,6 +236,15 @@ class TrainerConfig:
     """torch CPU threads (0: leave torch's default)."""
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """torchrun: ddp (full copy per rank, gradient all-reduce) or fsdp (FSDP2: weights/grads/optimizer sharded)."""
+    recompute_old_logprobs: bool | None = None
+    """Recompute pi_old with a no-grad trainer forward before the update, and log the sampler/trainer
+    gap (``offpolicy/*``). None: on when a rollout correction or off_policy_steps needs it."""
+    off_policy_steps: int = 0
+    """Sample the batch of step k+N with step k's weights in a separate sampler process while the
+    trainer updates (0: sample and update in turn, on one set of weights). docs/off-policy.md."""
+    sampler_threads: int = 0
+    """off_policy_steps > 0 on a CPU: torch threads of the sampler process (0: half the cores); the
+    trainer gets the other cores unless trainer.threads is set."""
 
 
 @dataclass
@@ -443,6 +469,30 @@ def _check_vllm(cfg: Config) -> None:
         raise ConfigError("rollout.vllm_gpu_memory_utilization must be in (0, 1)")
 
 
+def _check_off_policy(cfg: Config) -> None:
+    """Rollout correction and the off-policy pipeline: combinations that cannot work."""
+    correction = cfg.loss.rollout_correction
+    for name in ("clip_min", "clip_max"):
+        bound = getattr(correction, name)
+        if bound is not None and bound <= 0:
+            raise ConfigError(f"loss.rollout_correction.{name} must be > 0 (a bound on a ratio) or null")
+    if correction.clip_min is not None and correction.clip_max is not None and correction.clip_min > correction.clip_max:
+        raise ConfigError("loss.rollout_correction.clip_min must be <= clip_max")
+    if correction.mode in ("truncate", "mask") and cfg.trainer.recompute_old_logprobs is False:
+        raise ConfigError(f"loss.rollout_correction.mode={correction.mode} compares the sampler with a recomputed "
+                          "pi_old: it needs trainer.recompute_old_logprobs (true or null)")
+    if not cfg.trainer.off_policy_steps:
+        return
+    if cfg.rollout.dynamic_sampling == "refill":
+        raise ConfigError("trainer.off_policy_steps > 0 samples ahead of the rewards: rollout.dynamic_sampling=refill "
+                          "cannot ask for more prompts (use drop or off)")
+    if cfg.rollout.engine == "vllm":
+        raise ConfigError("trainer.off_policy_steps > 0 runs its own sampler process: not with rollout.engine=vllm")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("trainer.off_policy_steps > 0 is single-process for now: not under torchrun "
+                          "(docs/off-policy.md describes the sampler/trainer rank split)")
+
+
 def validate(cfg: Config) -> None:
     """Value checks that types alone cannot express."""
     checks = [
@@ -470,6 +520,8 @@ def validate(cfg: Config) -> None:
         (0 <= cfg.model.lora.dropout < 1, "model.lora.dropout must be in [0, 1)"),
         (len(cfg.model.lora.target_modules) >= 1, "model.lora.target_modules must name at least one module"),
         (cfg.data.num_test >= 0 and cfg.data.num_train >= 0, "data.num_train/num_test must be >= 0"),
+        (cfg.trainer.off_policy_steps >= 0, "trainer.off_policy_steps must be >= 0"),
+        (cfg.trainer.sampler_threads >= 0, "trainer.sampler_threads must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:
@@ -483,6 +535,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("trainer.parallel=fsdp needs rollout.dynamic_sampling=off")
     if cfg.rollout.engine == "vllm":
         _check_vllm(cfg)
+    _check_off_policy(cfg)
     if cfg.advantage.mode != "outcome" and cfg.rollout.group_size < 2:
         pass  # process supervision normalises over steps, so G=1 is still meaningful
     model = cfg.model.name_or_path

@@ -27,10 +27,13 @@ from verifrl import distributed
 from verifrl.config import Config
 from verifrl.dynamic_sampling import collect_informative
 from verifrl.evaluation import evaluate
+from verifrl.losses import rollout_correction_weights
 from verifrl.models import load_policy, reference_model
+from verifrl.offpolicy import correction_metrics, resolve_off_policy, sampler_gap_metrics, staleness_metrics
 from verifrl.prompts import PromptSampler, format_prompt, template_fields
 from verifrl.rewards import kl_penalized_sequence_rewards, overlong_penalty
 from verifrl.rollout import generate
+from verifrl.sampler_process import OffPolicySampler, SampledBatch, split_threads
 from verifrl.scoring import StreamingScorer, build_verifiers, score_rollouts, step_metrics
 from verifrl.segments import step_end_tokens, token_char_offsets
 from verifrl.tracking import Tracker
@@ -134,19 +137,22 @@ class NonFiniteTraining(RuntimeError):
 
 
 def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, rows: list[dict],
-            next_rows=None) -> tuple[dict, list[dict]]:
+            next_rows=None, sampled: SampledBatch | None = None) -> tuple[dict, list[dict]]:
     """One GRPO step on a batch of prompt rows; returns its metrics and sample rows for the table.
 
-    ``next_rows(n)`` draws more prompts for ``rollout.dynamic_sampling: refill``.
+    ``next_rows(n)`` draws more prompts for ``rollout.dynamic_sampling: refill``. ``sampled``: the
+    rows' completions, already sampled by the off-policy sampler process (``rows`` are its rows).
     """
     timer = StageTimer()
     G = cfg.rollout.group_size
     overlap = cfg.reward.overlap_verification
     if overlap is None:
         overlap = next(policy.parameters()).device.type == "cuda"
+    if sampled is not None:
+        overlap = False  # sampled elsewhere, already complete: verified here in one go
     generated_tokens = 0  # over every generation round of the step (refill rounds too)
 
-    def sample(rows: list[dict]):
+    def sample(rows: list[dict], presampled=None):
         nonlocal generated_tokens
         prompts = [_prompt(cfg, row, tokenizer) for row in rows]
         examples = [row for row in rows for _ in range(G)]
@@ -155,13 +161,16 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         scorer = (StreamingScorer(verifiers, examples, cfg.reward.on_verifier_error)
                   if overlap else None)
         with scorer or nullcontext():
-            with timer("generation"):
-                batch = generate(policy, tokenizer, prompts, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens,
-                                 temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                                 top_k=cfg.rollout.top_k, chunk_size=cfg.rollout.chunk_size,
-                                 engine=cfg.rollout.engine, on_finished=scorer.submit if scorer else None,
-                                 stop_check_every=cfg.rollout.stop_check_every,
-                                 engine_options=_engine_options(cfg))
+            if presampled is not None:
+                batch = presampled
+            else:
+                with timer("generation"):
+                    batch = generate(policy, tokenizer, prompts, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens,
+                                     temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                                     top_k=cfg.rollout.top_k, chunk_size=cfg.rollout.chunk_size,
+                                     engine=cfg.rollout.engine, on_finished=scorer.submit if scorer else None,
+                                     stop_check_every=cfg.rollout.stop_check_every,
+                                     engine_options=_engine_options(cfg))
             generated_tokens += int(batch.lengths.sum())
             with timer("verification"):
                 scored = scorer.result() if scorer else score_rollouts(batch.texts, examples, verifiers,
@@ -171,7 +180,7 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
             rewards += overlong_penalty(batch.lengths, cfg.rollout.max_new_tokens, cfg.reward.overlong_cache_length)
         return batch, scored, rewards
 
-    batch, scored, rewards = sample(rows)
+    batch, scored, rewards = sample(rows, None if sampled is None else sampled.batch)
     sampling_metrics = {}
     if cfg.rollout.dynamic_sampling != "off":
         # under torchrun each rank selects among its own groups (num_prompts / ranks of them)
@@ -200,6 +209,20 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
     loss_mask = batch.completion_mask.clone()
     if cfg.reward.mask_truncated:
         loss_mask[batch.truncated] = 0
+    old_logprobs, token_weights, gap_metrics = batch.sampler_logprobs, None, {}
+    if cfg.trainer.recompute_old_logprobs:
+        # pi_old from the trainer itself: the sampler's engine, precision or weights version may differ
+        with timer("recompute"):
+            old_logprobs = batched_logprobs(policy, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
+                                            batch.completion_mask, cfg.rollout.temperature,
+                                            cfg.trainer.micro_batch_size)
+        gap_metrics = sampler_gap_metrics(old_logprobs, batch.sampler_logprobs, loss_mask)
+        correction = cfg.loss.rollout_correction
+        if correction.mode != "none":
+            token_weights = rollout_correction_weights(
+                old_logprobs, batch.sampler_logprobs, loss_mask, mode=correction.mode, level=correction.level,
+                clip_min=correction.clip_min, clip_max=correction.clip_max)  # (N, Lc)
+            gap_metrics.update(correction_metrics(token_weights, loss_mask))
     ref_logprobs = None
     if reference is not None:
         with timer("reference"):
@@ -227,7 +250,7 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         )  # (N, Lc)
 
     train_batch = TrainBatch(batch.prompt_ids, batch.prompt_mask, batch.completion_ids, loss_mask,
-                             batch.sampler_logprobs, advantages, ref_logprobs)
+                             old_logprobs, advantages, ref_logprobs, token_weights)
     update_metrics: dict[str, float] = {}
     with timer("update"):
         for _ in range(cfg.trainer.num_iterations):
@@ -240,6 +263,8 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
     group_rewards = rewards.view(P, G)
     primary = scored.scores[:, 0]
     total_time = sum(timer.seconds.values())
+    # off-policy: generation ran in the sampler process, overlapped with the previous update
+    generation_seconds = timer.seconds["generation"] if sampled is None else sampled.seconds
     metrics = {
         "reward/mean": float(rewards.mean()),
         "reward/std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
@@ -250,13 +275,14 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         "completion/min_length": int(batch.lengths.min()),
         "completion/truncated_rate": float(batch.truncated.float().mean()),
         "completion/generated_tokens": generated_tokens,
-        "tokens_per_second": generated_tokens / max(1e-9, timer.seconds["generation"]),
+        "tokens_per_second": generated_tokens / max(1e-9, generation_seconds),
         "update/skipped": 0.0,  # 1.0 on the early return above; averaged over ranks under torchrun
         "time/step": total_time,
         **{f"time/{k}": v for k, v in timer.seconds.items()},
         **scored.metrics,
         **update_metrics,
         **sampling_metrics,
+        **gap_metrics,
     }
     if scored.step_scores is not None:
         metrics.update(step_metrics(scored.step_scores))
@@ -265,6 +291,28 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
          "answer": str(examples[i].get("answer", ""))}
         for i in range(0, len(batch.texts), max(1, G))
     ][:8]
+    return metrics, samples
+
+
+def off_policy_step(cfg: Config, pipeline: OffPolicySampler, step: int, policy, reference, tokenizer, optimizer,
+                    verifiers) -> tuple[dict, list[dict]]:
+    """One step of the off-policy pipeline: batch ``step`` from the sampler process (sampled while
+    earlier updates ran), groups older than off_policy_steps versions dropped, the update, then the
+    new weights to the sampler and the request for batch step+1+N."""
+    wait_start = time.perf_counter()
+    sampled = pipeline.take(step)
+    waited = time.perf_counter() - wait_start
+    fresh, dropped = pipeline.drop_stale(sampled, trainer_version=step)
+    if fresh is None:  # every group too old: nothing to train on this step
+        metrics, samples = {"update/skipped": 1.0}, []
+    else:
+        metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, fresh.rows,
+                                   sampled=fresh)
+    pipeline.after_update(policy, step)
+    versions = torch.full((sampled.batch.num_completions,), sampled.version)
+    metrics.update(staleness_metrics(versions, step, dropped))
+    metrics["time/sampler_wait"] = waited
+    metrics["time/step"] = metrics.get("time/step", 0.0) + waited
     return metrics, samples
 
 
@@ -287,6 +335,11 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
     if distributed.is_main():
         distributed.barrier()
     distributed.broadcast_parameters(policy)  # every rank starts from rank 0's weights
+    resolve_off_policy(cfg, next(policy.parameters()).dtype)  # auto correction / recomputation -> on or off
+    full_threads = torch.get_num_threads()
+    if cfg.trainer.off_policy_steps and next(policy.parameters()).device.type == "cpu":
+        # the sampler process takes its share of the cores; the trainer the rest
+        torch.set_num_threads(split_threads(cfg.trainer.sampler_threads, cfg.trainer.threads)[1])
     task = prepare_task(cfg, tokenizer)
     for split, count in task.skipped.items():
         if count:
@@ -322,7 +375,13 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
     eval_kwargs = dict(max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
                        chunk_size=cfg.rollout.chunk_size, on_verifier_error=cfg.reward.on_verifier_error,
                        engine=cfg.rollout.engine, engine_options=_engine_options(cfg))
+    pipeline = None
     try:
+        if cfg.trainer.off_policy_steps and start_step < cfg.trainer.steps:
+            # started before the first evaluation, so the first batches are sampled while it runs
+            pipeline = OffPolicySampler(cfg, policy, tokenizer, lambda row: _prompt(cfg, row, tokenizer),
+                                        task.sampler.next_rows, start_version=start_step,
+                                        pending=trainer_state.get("pipeline"), log=log)
         eval_before = trainer_state.get("eval_before")
         if eval_before is None and cfg.eval.before:
             eval_before = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers,
@@ -335,7 +394,9 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
 
         def state(step: int) -> dict:
             return {"sampler": task.sampler.state_dict(), "eval_before": eval_before,
-                    "train_seconds": prior_seconds + time.time() - train_start}
+                    "train_seconds": prior_seconds + time.time() - train_start,
+                    # batches sampled ahead: kept (or re-sampled on resume), never lost or repeated
+                    "pipeline": pipeline.state_dict(step) if pipeline else None}
 
         def refill_rows(n: int) -> list[dict]:
             # every rank draws n prompts per rank from the shared stream and keeps its own share
@@ -344,9 +405,14 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
 
         nonfinite_in_a_row = 0
         for step in range(start_step, cfg.trainer.steps):
-            rows = distributed.shard_rows(task.sampler.next_rows(cfg.rollout.num_prompts), cfg.rollout.num_prompts)
-            metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, rows,
-                                       next_rows=refill_rows)
+            if pipeline is None:
+                rows = distributed.shard_rows(task.sampler.next_rows(cfg.rollout.num_prompts),
+                                              cfg.rollout.num_prompts)
+                metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, rows,
+                                           next_rows=refill_rows)
+            else:
+                metrics, samples = off_policy_step(cfg, pipeline, step, policy, reference, tokenizer, optimizer,
+                                                   verifiers)
             metrics = distributed.mean_metrics(metrics)  # averaged over data-parallel ranks
             nonfinite_in_a_row = nonfinite_in_a_row + 1 if metrics.get("update/nonfinite_skipped") else 0
             metrics["lr"] = scheduler.get_last_lr()[0]
@@ -370,6 +436,10 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
                     f"skipped, and the run stops here. The weights, still finite, are saved as checkpoint step-"
                     f"{step + 1} (continue with --resume, e.g. with a lower trainer.lr). Usual causes: a learning "
                     f"rate too high, float16 overflow, NaN log-probs (see metrics.jsonl)")
+        if pipeline is not None:  # every batch is consumed: the cores go back to the trainer
+            pipeline.close()
+            pipeline = None
+            torch.set_num_threads(cfg.trainer.threads or full_threads)
         if cfg.trainer.steps > start_step or not cfg.checkpoint.every_steps:
             save_checkpoint(run_dir, cfg.trainer.steps, policy, optimizer, scheduler, state(cfg.trainer.steps),
                             config_dict, cfg.checkpoint.keep_last)
@@ -396,6 +466,8 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
         log(f"run directory: {run_dir}  (summary.json, metrics.jsonl, wandb/)  wall {summary['wall_seconds']:.0f}s")
         return summary
     finally:
+        if pipeline is not None:  # an error or Ctrl-C: stop the sampler process, leave no orphan
+            pipeline.close()
         tracker.close()
         for named in verifiers:
             named.close()
