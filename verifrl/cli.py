@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = [*args.overrides, *extra]
     from data.loaders import DataError
     from verifrl.models import ModelLoadError
+    from verifrl.sampler_process import SamplerProcessError
     from verifrl.samplers import NonFiniteLogits
 
     try:
@@ -97,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.eval.pass_k = args.pass_k
             result = evaluate_checkpoint(cfg, Path(args.checkpoint))
             print(json.dumps(result))
-    except (ModelLoadError, FileNotFoundError, DataError, NonFiniteLogits) as err:
+    except (ModelLoadError, FileNotFoundError, DataError, NonFiniteLogits, SamplerProcessError) as err:
         return _fail(str(err))
+    except KeyboardInterrupt:  # the trainer's finally blocks have stopped the sampler process and the verifiers
+        print("verifrl: interrupted (continue with --resume from the last checkpoint)", file=sys.stderr)
+        return 130
     return 0
 
 

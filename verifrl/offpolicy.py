@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from verifrl.losses import masked_mean
+from verifrl.losses import masked_mean, rollout_correction_weights
+from verifrl.update import batched_logprobs
 
 # the sampler's engine reads the trainer's float32 weights with the trainer's own kernels: the
 # recorded log-probs equal a recomputation up to float32 rounding (~1e-6, bench/sampler_gap.py)
@@ -96,3 +97,21 @@ def resolve_off_policy(cfg, param_dtype: torch.dtype) -> None:
         correction.mode = "mask" if differs else "none"
     if cfg.trainer.recompute_old_logprobs is None:
         cfg.trainer.recompute_old_logprobs = correction.mode != "none" or cfg.trainer.off_policy_steps > 0
+
+
+def recomputed_old_logprobs(cfg, policy, batch, loss_mask: Tensor) -> tuple[Tensor, Tensor | None, dict[str, float]]:
+    """pi_old by a no-grad forward of the trainer, the correction weights, and the gap metrics.
+
+    Returns ``(old_logprobs (N, Lc), token_weights (N, Lc) or None when the correction is off,
+    offpolicy/* metrics)`` for a :class:`~verifrl.rollout.RolloutBatch` and its loss mask.
+    """
+    old_logprobs = batched_logprobs(policy, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
+                                    batch.completion_mask, cfg.rollout.temperature, cfg.trainer.micro_batch_size)
+    metrics = sampler_gap_metrics(old_logprobs, batch.sampler_logprobs, loss_mask)
+    correction = cfg.loss.rollout_correction
+    if correction.mode == "none":
+        return old_logprobs, None, metrics
+    weights = rollout_correction_weights(old_logprobs, batch.sampler_logprobs, loss_mask, mode=correction.mode,
+                                         level=correction.level, clip_min=correction.clip_min,
+                                         clip_max=correction.clip_max)  # (N, Lc)
+    return old_logprobs, weights, {**metrics, **correction_metrics(weights, loss_mask)}

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
-from verifrl.offpolicy import stale_groups
+from verifrl.offpolicy import stale_groups, staleness_metrics
 from verifrl.rollout import RolloutBatch
 
 POLL_SECONDS = 0.5
@@ -179,6 +179,16 @@ class OffPolicySampler:
         self._wait_for(index)
         return self.batches.pop(index)
 
+    def next_batch(self, step: int) -> tuple[SampledBatch | None, dict[str, float]]:
+        """Batch ``step`` for the trainer at version ``step``, without its groups that are more than
+        off_policy_steps versions old (None: all were), and the step's staleness metrics."""
+        start = time.perf_counter()
+        sampled = self.take(step)
+        waited = time.perf_counter() - start
+        fresh, dropped = self.drop_stale(sampled, trainer_version=step)
+        versions = torch.full((sampled.batch.num_completions,), sampled.version)  # (N,) one version a row
+        return fresh, {**staleness_metrics(versions, step, dropped), "time/sampler_wait": waited}
+
     def drop_stale(self, sampled: SampledBatch, trainer_version: int) -> tuple[SampledBatch | None, int]:
         """The groups of ``sampled`` at most off_policy_steps versions old, and the rows dropped.
 
@@ -245,6 +255,11 @@ class OffPolicySampler:
         for q in (self.requests, self.results):
             q.cancel_join_thread()
             q.close()
+
+
+def rows_sampled_ahead(pending: list[dict] | None, group_size: int) -> int:
+    """Completions a checkpoint's pipeline state holds or has drawn prompts for (``state_dict``)."""
+    return sum(len(entry["rows"]) * group_size for entry in pending or [])
 
 
 @contextmanager

@@ -27,13 +27,12 @@ from verifrl import distributed
 from verifrl.config import Config
 from verifrl.dynamic_sampling import collect_informative
 from verifrl.evaluation import evaluate
-from verifrl.losses import rollout_correction_weights
 from verifrl.models import load_policy, reference_model
-from verifrl.offpolicy import correction_metrics, resolve_off_policy, sampler_gap_metrics, staleness_metrics
+from verifrl.offpolicy import recomputed_old_logprobs, resolve_off_policy
 from verifrl.prompts import PromptSampler, format_prompt, template_fields
 from verifrl.rewards import kl_penalized_sequence_rewards, overlong_penalty
 from verifrl.rollout import generate
-from verifrl.sampler_process import OffPolicySampler, SampledBatch, split_threads
+from verifrl.sampler_process import OffPolicySampler, SampledBatch, rows_sampled_ahead, split_threads
 from verifrl.scoring import StreamingScorer, build_verifiers, score_rollouts, step_metrics
 from verifrl.segments import step_end_tokens, token_char_offsets
 from verifrl.tracking import Tracker
@@ -213,16 +212,7 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
     if cfg.trainer.recompute_old_logprobs:
         # pi_old from the trainer itself: the sampler's engine, precision or weights version may differ
         with timer("recompute"):
-            old_logprobs = batched_logprobs(policy, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
-                                            batch.completion_mask, cfg.rollout.temperature,
-                                            cfg.trainer.micro_batch_size)
-        gap_metrics = sampler_gap_metrics(old_logprobs, batch.sampler_logprobs, loss_mask)
-        correction = cfg.loss.rollout_correction
-        if correction.mode != "none":
-            token_weights = rollout_correction_weights(
-                old_logprobs, batch.sampler_logprobs, loss_mask, mode=correction.mode, level=correction.level,
-                clip_min=correction.clip_min, clip_max=correction.clip_max)  # (N, Lc)
-            gap_metrics.update(correction_metrics(token_weights, loss_mask))
+            old_logprobs, token_weights, gap_metrics = recomputed_old_logprobs(cfg, policy, batch, loss_mask)
     ref_logprobs = None
     if reference is not None:
         with timer("reference"):
@@ -291,28 +281,6 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
          "answer": str(examples[i].get("answer", ""))}
         for i in range(0, len(batch.texts), max(1, G))
     ][:8]
-    return metrics, samples
-
-
-def off_policy_step(cfg: Config, pipeline: OffPolicySampler, step: int, policy, reference, tokenizer, optimizer,
-                    verifiers) -> tuple[dict, list[dict]]:
-    """One step of the off-policy pipeline: batch ``step`` from the sampler process (sampled while
-    earlier updates ran), groups older than off_policy_steps versions dropped, the update, then the
-    new weights to the sampler and the request for batch step+1+N."""
-    wait_start = time.perf_counter()
-    sampled = pipeline.take(step)
-    waited = time.perf_counter() - wait_start
-    fresh, dropped = pipeline.drop_stale(sampled, trainer_version=step)
-    if fresh is None:  # every group too old: nothing to train on this step
-        metrics, samples = {"update/skipped": 1.0}, []
-    else:
-        metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, fresh.rows,
-                                   sampled=fresh)
-    pipeline.after_update(policy, step)
-    versions = torch.full((sampled.batch.num_completions,), sampled.version)
-    metrics.update(staleness_metrics(versions, step, dropped))
-    metrics["time/sampler_wait"] = waited
-    metrics["time/step"] = metrics.get("time/step", 0.0) + waited
     return metrics, samples
 
 
@@ -404,15 +372,26 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
             return distributed.shard_rows(task.sampler.next_rows(total), total)
 
         nonfinite_in_a_row = 0
+        # resumed without the pipeline from a checkpoint written with it: its batches sampled ahead go
+        ahead_dropped = 0 if pipeline else rows_sampled_ahead(trainer_state.get("pipeline"), cfg.rollout.group_size)
+        if ahead_dropped:
+            log(f"off-policy: dropped the {ahead_dropped} rows the checkpoint had sampled ahead "
+                f"(trainer.off_policy_steps=0 now)")
         for step in range(start_step, cfg.trainer.steps):
             if pipeline is None:
                 rows = distributed.shard_rows(task.sampler.next_rows(cfg.rollout.num_prompts),
                                               cfg.rollout.num_prompts)
                 metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, rows,
                                            next_rows=refill_rows)
-            else:
-                metrics, samples = off_policy_step(cfg, pipeline, step, policy, reference, tokenizer, optimizer,
-                                                   verifiers)
+            else:  # batch `step` was sampled while earlier updates ran; groups too stale are dropped
+                sampled, pipeline_metrics = pipeline.next_batch(step)
+                metrics, samples = ({"update/skipped": 1.0}, []) if sampled is None else rl_step(
+                    cfg, policy, reference, tokenizer, optimizer, verifiers, sampled.rows, sampled=sampled)
+                pipeline.after_update(policy, step)  # new weights to the sampler, batch step+1+N requested
+                metrics.update(pipeline_metrics)
+                metrics["time/step"] = metrics.get("time/step", 0.0) + pipeline_metrics["time/sampler_wait"]
+            if ahead_dropped:
+                metrics["offpolicy/dropped_rows"], ahead_dropped = float(ahead_dropped), 0
             metrics = distributed.mean_metrics(metrics)  # averaged over data-parallel ranks
             nonfinite_in_a_row = nonfinite_in_a_row + 1 if metrics.get("update/nonfinite_skipped") else 0
             metrics["lr"] = scheduler.get_last_lr()[0]
