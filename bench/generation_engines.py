@@ -71,7 +71,7 @@ def main() -> None:
 
     import torch
 
-    from data.loaders import load_task
+    from verifrl.tasks.loaders import load_task
     from verifrl.config import DataConfig, ModelConfig
     from verifrl.embedded import EmbeddedModelConfig, embedded_policy, prompt_text
     from verifrl.models import load_policy

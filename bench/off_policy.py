@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def run(steps: int, seed: int, ahead: int, device: str, scratch: Path, extra: list[str]) -> dict:
-    from verifrl.config import load_config
+    from verifrl.config_loading import load_config
     from verifrl.trainer import train
 
     name = f"seed{seed}-ahead{ahead}"

@@ -43,7 +43,7 @@ SETTINGS = ("on", "off")
 
 
 def _job_config(job: str, args, scratch: Path):
-    from verifrl.config import load_config
+    from verifrl.config_loading import load_config
 
     common = [f"model.device={args.device}", "data.num_test=2", f"trainer.threads={args.threads}",
               f"trainer.seed={args.seed}"]
@@ -51,7 +51,7 @@ def _job_config(job: str, args, scratch: Path):
         common.append(f"rollout.num_prompts={args.prompts}")
     if job == "math":
         return load_config(ROOT / "recipes" / "tiny-arith.yaml", common + ["data.num_train=2000"])
-    from data.code import main as write_code_data
+    from verifrl.tasks.code import main as write_code_data
 
     data_dir = scratch / "code-toy"
     if not (data_dir / "train.jsonl").exists():
@@ -87,7 +87,9 @@ def run_job(job: str, args, scratch: Path) -> dict:
     from verifiers.math import verifier as math_verifier
     from verifrl.models import load_policy
     from verifrl.scoring import build_verifiers
-    from verifrl.trainer import prepare_task, rl_step, seed_everything
+    from verifrl.models import seed_everything
+    from verifrl.prompts import prepare_task
+    from verifrl.trainer import rl_step
 
     cfg = _job_config(job, args, scratch)
     if cfg.trainer.threads:

@@ -18,11 +18,12 @@ import statistics
 import time
 from pathlib import Path
 
-from verifrl.config import load_config
+from verifrl.config_loading import load_config
 from verifrl.models import load_policy
 from verifrl.scoring import build_verifiers, score_rollouts
 from verifrl.rollout import generate
-from verifrl.trainer import prepare_task, train
+from verifrl.prompts import prepare_task
+from verifrl.trainer import train
 
 MODES = {
     # mode -> (recipe, overrides)

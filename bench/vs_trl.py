@@ -88,7 +88,7 @@ def random_model_dir(args, tokenizer_dir: Path) -> Path:
 
 
 def _rows(args) -> list[dict]:
-    from data.loaders import load_task
+    from verifrl.tasks.loaders import load_task
     from verifrl.config import DataConfig
 
     train = load_task(DataConfig(num_train=args.num_train, num_test=10)).train
@@ -102,10 +102,12 @@ def _rows(args) -> list[dict]:
 def run_verifrl(args) -> dict:
     import torch
 
-    from verifrl.config import load_config
+    from verifrl.config_loading import load_config
     from verifrl.models import frozen_copy, load_policy
     from verifrl.scoring import build_verifiers
-    from verifrl.trainer import prepare_task, rl_step, seed_everything
+    from verifrl.models import seed_everything
+    from verifrl.prompts import prepare_task
+    from verifrl.trainer import rl_step
 
     from verifiers import register
     from verifrl.config import VerifierSpec

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from data.arithmetic import generate_problems
+from verifrl.tasks.arithmetic import generate_problems
 from verifrl.embedded import EmbeddedModelConfig, build_model, build_tokenizer, prompt_text
 
 TEST_MODEL = EmbeddedModelConfig(hidden_size=32, num_layers=2, num_heads=2, vocab_size=300, sft_steps=20,

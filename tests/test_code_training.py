@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from data.code import toy_code_rows, write_jsonl
+from verifrl.tasks.code import toy_code_rows, write_jsonl
 from tests.conftest import tiny_model_overrides
 from verifrl.cli import main
 

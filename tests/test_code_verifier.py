@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from data.code import load_code_rows, toy_code_rows
+from verifrl.tasks.code import load_code_rows, toy_code_rows
 from verifiers import get_verifier
 from verifiers.code import CodeVerifier, SpecError, extract_program, parse_suite
 from verifiers.code.compare import decode, judge, stdout_matches

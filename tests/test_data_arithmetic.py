@@ -1,4 +1,4 @@
-from data.arithmetic import arithmetic_dataset, generate_problems, split_of
+from verifrl.tasks.arithmetic import arithmetic_dataset, generate_problems, split_of
 
 
 def test_splits_never_overlap_whatever_the_seeds():

@@ -259,7 +259,8 @@ def test_torchrun_two_ranks_trains_resumes_and_only_rank0_writes(tmp_path, paral
 
 
 def test_fsdp_rejects_lora_and_dynamic_sampling():
-    from verifrl.config import ConfigError, load_config
+    from verifrl.config import ConfigError
+    from verifrl.config_loading import load_config
 
     with pytest.raises(ConfigError, match="model.lora"):
         load_config("recipes/tiny-arith.yaml", ["trainer.parallel=fsdp", "model.lora.r=8"])

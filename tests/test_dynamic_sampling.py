@@ -22,7 +22,7 @@ def test_select_groups_by_mode_and_limit():
     assert select_groups(r, "drop", 5) == [1, 3, 4]
     assert select_groups(r, "refill", 2) == [1, 3]  # first informative groups in sampling order
     assert select_groups(r[[0, 2]], "drop", 5) == []
-    with pytest.raises(ValueError, match="off, drop or refill"):
+    with pytest.raises(ValueError, match="off, drop, refill"):
         select_groups(r, "keep", 2)
 
 

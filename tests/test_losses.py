@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from verifrl.losses import (
     LOSS_AGGREGATIONS,
-    entropy_from_logits,
+    POLICY_OBJECTIVES,
     kl_estimate,
     masked_mean,
     policy_loss,
@@ -219,25 +217,40 @@ def test_validation_errors():
     logp, old, adv, mask = _batch()
     with pytest.raises(ValueError, match="bnpo, dapo, dr_grpo, grpo"):
         policy_loss(logp, old, adv, mask, loss_type="ppo")
+    with pytest.raises(ValueError, match=r"unknown policy objective 'ppo_clp' \(did you mean 'ppo_clip'\?\)"):
+        policy_loss(logp, old, adv, mask, objective="ppo_clp")
     with pytest.raises(ValueError, match="max_completion_length"):
         policy_loss(logp, old, adv, mask, loss_type="dr_grpo")
     with pytest.raises(ValueError, match="needs ref_logp"):
         policy_loss(logp, old, adv, mask, beta=0.1)
     with pytest.raises(ValueError, match="k1, k2, k3, k3_ratio"):
         policy_loss(logp, old, adv, mask, beta=0.1, ref_logp=old, kl_estimator="k4")
-    with pytest.raises(ValueError, match="token, sequence"):
+    with pytest.raises(ValueError, match="sequence, token"):
         policy_loss(logp, old, adv, mask, importance_level="group")
     assert set(LOSS_AGGREGATIONS) == {"grpo", "bnpo", "dr_grpo", "dapo"}
 
 
-def test_masked_mean_and_entropy():
+def test_masked_mean():
     x = torch.tensor([[1.0, NAN, 3.0], [INF, 2.0, 4.0]])
     mask = torch.tensor([[1, 0, 1], [0, 1, 1]])
     assert float(masked_mean(x, mask)) == pytest.approx(2.5)  # (1 + 3 + 2 + 4) / 4
     torch.testing.assert_close(masked_mean(x, mask, dim=1), torch.tensor([2.0, 3.0]))
     assert float(masked_mean(x, torch.zeros(2, 3))) == 0.0
-    # uniform over 4 -> log 4; a peaked one from its definition
-    assert float(entropy_from_logits(torch.zeros(4))) == pytest.approx(math.log(4))
-    logits = torch.tensor([2.0, 0.5, -1.0, 1000.0])
-    p = torch.softmax(logits, -1)
-    assert float(entropy_from_logits(logits)) == pytest.approx(float(-(p * p.clamp_min(1e-30).log()).sum()), abs=1e-6)
+
+
+def test_a_new_policy_objective_is_one_decorated_function():
+    """Registering an objective makes it usable by name; REINFORCE (-ratio * A, no clip) on the
+    hand batch: ratio 1 everywhere, so the loss is minus the mean advantage over active tokens."""
+    @POLICY_OBJECTIVES.register("test_reinforce")
+    def _reinforce(ratio, log_ratio, adv, *, epsilon_low, epsilon_high, delta):
+        return -ratio * adv, {}
+
+    try:
+        logp = torch.zeros(2, 2)
+        mask = torch.tensor([[1, 1], [1, 0]])
+        loss, metrics = policy_loss(logp, logp, torch.tensor([1.0, -2.0]), mask, loss_type="bnpo",
+                                    objective="test_reinforce")
+        assert float(loss) == pytest.approx(-(1 + 1 - 2) / 3)
+        assert "clip_frac" not in metrics and metrics["ratio_mean"] == 1.0
+    finally:
+        del POLICY_OBJECTIVES["test_reinforce"]

@@ -6,10 +6,13 @@ import shutil
 
 import pytest
 
-from data.loaders import DataError, load_task
+from pathlib import Path
+
+from verifrl.tasks.code import load_code_rows
+from verifrl.tasks.loaders import DataError, load_task
 from tests.conftest import tiny_model_overrides
 from verifrl.cli import main
-from verifrl.config import load_config
+from verifrl.config_loading import load_config
 from verifrl.dryrun import dry_run
 from verifrl.models import load_tokenizer, model_path
 
@@ -59,6 +62,27 @@ def _math_files(root):
          "unique_id": "test/algebra/3.json"},
     ])
     return train, test
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.mark.parametrize("source, name, fields, answers", [
+    ("gsm8k", "gsm8k-sample.jsonl", {}, ["72", "10", "3750"]),
+    ("math", "math-sample.jsonl", {}, ["12", "\\frac{7}{12}", "4"]),
+    ("json", "generic-sample.json", {"question_field": "prompt", "answer_field": "target"}, ["56", "10", "1024"]),
+])
+def test_the_shipped_sample_files_load_in_their_format(source, name, fields, answers):
+    from verifrl.config import DataConfig
+
+    task = load_task(DataConfig(source=source, path=str(SAMPLES / name), test_split="train", **fields))
+    assert list(task.train["answer"]) == answers and task.skipped == {"train": 0, "test": 0}
+
+
+@pytest.mark.parametrize("schema, name, count", [("mbpp", "mbpp-sample.jsonl", 3), ("humaneval", "humaneval-sample.jsonl", 1)])
+def test_the_shipped_code_samples_convert_without_dropped_rows(schema, name, count):
+    rows, skipped = load_code_rows(str(SAMPLES / name), schema)
+    assert (len(rows), skipped) == (count, 0) and all(json.loads(r["tests"])["asserts"] for r in rows)
 
 
 def test_gsm8k_loader_parses_the_hash_answer_and_counts_skipped_rows(tmp_path):

@@ -1,4 +1,4 @@
-"""Reward shaping: verifier weights, DAPO overlong penalty, KL-in-reward helpers."""
+"""Reward shaping: DAPO overlong penalty, KL-in-reward helpers."""
 
 from __future__ import annotations
 
@@ -8,20 +8,11 @@ import pytest
 import torch
 
 from verifrl.rewards import (
-    combine_rewards,
     kl_penalized_sequence_rewards,
     kl_penalized_token_rewards,
     overlong_penalty,
     returns_to_go,
 )
-
-
-def test_combine_rewards_weighted_sum():
-    scores = torch.tensor([[1.0, 0.5], [0.0, 1.0]])
-    # [1*1 + .5*.2, 0*1 + 1*.2] = [1.1, 0.2]
-    torch.testing.assert_close(combine_rewards(scores, [1.0, 0.2]), torch.tensor([1.1, 0.2]))
-    with pytest.raises(ValueError, match="one column per weight"):
-        combine_rewards(scores, [1.0])
 
 
 def test_overlong_penalty_dapo_eq13():

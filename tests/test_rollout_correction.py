@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from verifrl.config import ConfigError, load_config
+from verifrl.config import ConfigError
+from verifrl.config_loading import load_config
 from verifrl.losses import policy_loss, rollout_correction_weights
 from verifrl.offpolicy import (correction_metrics, resolve_off_policy, sampler_gap_metrics, stale_groups,
                                staleness_metrics)

@@ -6,7 +6,8 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from verifrl.segments import split_steps, step_end_tokens, token_char_offsets
+from verifiers.segments import split_steps
+from verifrl.segments import step_end_tokens, token_char_offsets
 
 TOM = "12 + 5 = 17\n17 - 3 = 14\nAnswer: 14"
 CORPUS = [TOM, "45 * 2 = 90\n23 + 90 = 113\n113 - 12 = 101\nAnswer: 101",

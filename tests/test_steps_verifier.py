@@ -12,7 +12,7 @@ import verifiers.steps as steps
 from verifiers import get_verifier
 from verifiers.math import MathVerifier
 from verifiers.steps import MathStepVerifier, check_step, numbers_in
-from verifrl.segments import split_steps
+from verifiers.segments import split_steps
 
 TOM_Q = "Tom has 12 apples. He buys 5 more and gives away 3. How many apples does he have now?"
 TOM = "12 + 5 = 17\n17 - 3 = 14\nAnswer: 14"

@@ -8,7 +8,7 @@ import torch
 from tests.conftest import tiny_model_overrides
 from verifrl.checkpoint import latest_checkpoint, load_checkpoint
 from verifrl.cli import main
-from verifrl.config import load_config
+from verifrl.config_loading import load_config
 from verifrl.models import load_policy, reference_model
 from verifrl.rollout import generate
 from verifrl.update import TrainBatch, completion_logprobs, update_policy
@@ -140,17 +140,17 @@ def test_dynamic_sampling_refill_in_the_trainer_logs_dropped_groups(tmp_path):
 
 def test_tokens_per_second_counts_every_refill_round(monkeypatch):
     """Refill rounds take generation time, so their tokens count too (not only the kept batch's)."""
-    import verifrl.trainer as trainer
+    import verifrl.groups as groups
 
     sampled = []
-    real_generate = trainer.generate
+    real_generate = groups.generate
 
     def spy(*args, **kwargs):
         batch = real_generate(*args, **kwargs)
         sampled.append(int(batch.lengths.sum()))
         return batch
 
-    monkeypatch.setattr(trainer, "generate", spy)
+    monkeypatch.setattr(groups, "generate", spy)
     steps = _steps_metrics("rollout.dynamic_sampling=refill", "rollout.chunk_size=5", "rollout.group_size=2",
                            "reward.overlong_cache_length=4")
     rounds = [int(metrics["rollout/refill_rounds"]) for metrics, _ in steps]
@@ -197,7 +197,9 @@ def _shape(completion: str, example: dict):
 def _steps_metrics(*overrides, steps=2):
     """Metrics of ``steps`` rl_steps from a fresh policy and seed, without the wall times."""
     from verifrl.scoring import NamedVerifier, build_verifiers
-    from verifrl.trainer import prepare_task, rl_step, seed_everything
+    from verifrl.models import seed_everything
+    from verifrl.prompts import prepare_task
+    from verifrl.trainer import rl_step
 
     cfg = _cfg("data.num_train=60", "data.num_test=2", "rollout.num_prompts=3", "rollout.group_size=4",
                "rollout.max_new_tokens=12", *overrides)
@@ -223,16 +225,16 @@ def _steps_metrics(*overrides, steps=2):
 
 @pytest.mark.parametrize("setting, expected", [(None, 0), ("true", 1), ("false", 0)])
 def test_overlap_default_is_off_for_a_policy_on_the_cpu(monkeypatch, setting, expected):
-    import verifrl.trainer as trainer
+    import verifrl.groups as groups
 
     built = []
 
-    class Counting(trainer.StreamingScorer):
+    class Counting(groups.StreamingScorer):
         def __init__(self, *args, **kwargs):
             built.append(1)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "StreamingScorer", Counting)
+    monkeypatch.setattr(groups, "StreamingScorer", Counting)
     _steps_metrics(*([f"reward.overlap_verification={setting}"] if setting else []), steps=1)
     assert len(built) == expected
 

@@ -8,7 +8,8 @@ current weights (pushed before every call).
 import pytest
 import torch
 
-from verifrl.config import ConfigError, load_config
+from verifrl.config import ConfigError
+from verifrl.config_loading import load_config
 
 PROMPTS = ["Question: Compute 3 + 4.\nSolution:\n", "Question: Tom has 5 pens and buys 12 more.\nSolution:\n"]
 

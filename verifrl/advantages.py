@@ -16,7 +16,7 @@ Two kinds of signal (DeepSeekMath, arXiv 2402.03300, §4.1.2-4.1.3):
   group and every token gets the sum of the normalised rewards of the steps ending at or after it
   (:func:`process_supervision_advantages`).
 
-Conventions (algorithms.md §0, §3): sample std (Bessel, ddof=1, as ``torch.std`` and TRL's
+Conventions: sample std (Bessel, ddof=1, as ``torch.std`` and TRL's
 ``nanstd``), ``eps`` added to the std (not the variance), so an all-equal group gives exactly 0;
 a std over fewer than two values is taken as 0 (so a one-completion group gets outcome advantage 0).
 """
@@ -27,6 +27,8 @@ from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
+
+from verifrl.registry import Registry
 
 SCALES = ("group", "batch", "none")
 MODES = ("outcome", "process", "outcome+process")
@@ -123,20 +125,14 @@ def reinforce_pp_advantages(rewards: Tensor, eps: float = 1e-4) -> Tensor:
 # scale with them instead of ignoring it.
 
 AdvantageEstimator = Callable[..., Tensor]
-ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
-_SCALE_FREE = {"rloo", "reinforce_pp"}
+ADVANTAGE_ESTIMATORS: Registry = Registry("advantage estimator", "advantage.estimator")
+SCALE_FREE_ESTIMATORS = {"rloo", "reinforce_pp"}
+"""Estimators that fix their own scaling: ``advantage.scale_rewards`` must stay ``group`` with them."""
 
 
 def register_advantage_estimator(name: str) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
     """Decorator adding an outcome estimator ``fn(rewards (P, G), *, scale, eps) -> (P, G)``."""
-
-    def decorator(fn: AdvantageEstimator) -> AdvantageEstimator:
-        if name in ADVANTAGE_ESTIMATORS:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        ADVANTAGE_ESTIMATORS[name] = fn
-        return fn
-
-    return decorator
+    return ADVANTAGE_ESTIMATORS.register(name)
 
 
 @register_advantage_estimator("grpo")
@@ -264,11 +260,10 @@ def token_advantages(
     """
     if mode not in MODES:
         raise ValueError(f"unknown advantage mode {mode!r}; valid: {', '.join(MODES)}")
-    if estimator not in ADVANTAGE_ESTIMATORS:
-        raise ValueError(f"unknown advantage estimator {estimator!r}; valid: {', '.join(sorted(ADVANTAGE_ESTIMATORS))}")
+    ADVANTAGE_ESTIMATORS.lookup(estimator)
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
-    if estimator in _SCALE_FREE and scale != "group":
+    if estimator in SCALE_FREE_ESTIMATORS and scale != "group":
         raise ValueError(f"scale={scale!r} only applies to estimator 'grpo'; {estimator!r} has its own scaling")
     if rewards.dim() != 2 or lengths.shape != rewards.shape:
         raise ValueError(f"rewards and lengths must both be (P, G); got {tuple(rewards.shape)} and {tuple(lengths.shape)}")

@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from verifrl.config import ConfigError, load_config
+from verifrl.config import ConfigError
+from verifrl.config_loading import load_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,7 +41,7 @@ def _fail(message: str) -> int:
 
 def _validate_task(cfg) -> None:
     """Load the dataset and check the prompt template before any model is loaded."""
-    from data.loaders import load_task
+    from verifrl.tasks.loaders import load_task
     from verifrl.prompts import template_fields
     from verifrl.scoring import build_verifiers
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown_flags:
         parser.error(f"unrecognized arguments: {' '.join(unknown_flags)}")
     args.overrides = [*args.overrides, *extra]
-    from data.loaders import DataError
+    from verifrl.tasks.loaders import DataError
     from verifrl.models import ModelLoadError
     from verifrl.sampler_process import SamplerProcessError
     from verifrl.samplers import NonFiniteLogits
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             except NonFiniteTraining as err:
                 return _fail(str(err))
         else:
-            from verifrl.trainer import evaluate_checkpoint
+            from verifrl.evaluation import evaluate_checkpoint
 
             if args.pass_k is not None:
                 cfg.eval.pass_k = args.pass_k

@@ -6,10 +6,10 @@ template, chat template, verifier, model) before spending a GPU on it.
 from __future__ import annotations
 
 from verifrl.config import Config
-from verifrl.models import load_policy
-from verifrl.rewards import overlong_penalty
-from verifrl.rollout import generate
-from verifrl.scoring import build_verifiers, score_rollouts
+from verifrl.groups import sample_groups, training_sampling
+from verifrl.models import load_policy, seed_everything
+from verifrl.prompts import prepare_task, prompt_for
+from verifrl.scoring import build_verifiers
 
 
 def dry_run(cfg: Config, log=print, show: int = 2) -> dict:
@@ -17,33 +17,24 @@ def dry_run(cfg: Config, log=print, show: int = 2) -> dict:
 
     Prints the first ``show`` prompts with their completions and rewards; returns the whole batch.
     """
-    from verifrl.trainer import _prompt, prepare_task, seed_everything  # the trainer's own formatting
-
     seed_everything(cfg.trainer.seed)
     verifiers = build_verifiers(cfg.reward.verifiers)
     try:
         policy, tokenizer = load_policy(cfg.model, log=log)
         task = prepare_task(cfg, tokenizer)
         rows = task.sampler.next_rows(cfg.rollout.num_prompts)
-        prompts = [_prompt(cfg, row, tokenizer) for row in rows]
-        G = cfg.rollout.group_size
-        batch = generate(policy, tokenizer, prompts, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens,
-                         temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                         chunk_size=cfg.rollout.chunk_size, engine=cfg.rollout.engine)
-        examples = [row for row in rows for _ in range(G)]
-        scored = score_rollouts(batch.texts, examples, verifiers, cfg.reward.on_verifier_error)
-        rewards = scored.rewards.clone()
-        if cfg.reward.overlong_cache_length:
-            rewards += overlong_penalty(batch.lengths, cfg.rollout.max_new_tokens, cfg.reward.overlong_cache_length)
+        prompts = [prompt_for(cfg, row, tokenizer) for row in rows]
+        groups = sample_groups(policy, tokenizer, prompts, rows, verifiers, **training_sampling(cfg))
     finally:
         for named in verifiers:
             named.close()
+    G, batch = cfg.rollout.group_size, groups.batch
     result = {
         "prompts": prompts,
         "answers": [str(row.get("answer", "")) for row in rows],
         "completions": batch.texts,
-        "rewards": [float(r) for r in rewards],
-        "reasons": [str(r.info.get("reason", "")) for r in scored.results[0]],
+        "rewards": [float(r) for r in groups.rewards],
+        "reasons": [str(r.info.get("reason", "")) for r in groups.scored.results[0]],
         "lengths": [int(n) for n in batch.lengths],
         "train_rows": len(task.sampler.dataset),
         "test_rows": len(task.test_rows),

@@ -16,7 +16,8 @@ it adds no policy gradient but still dilutes token-mean losses (DAPO, arXiv 2503
 
 The rewards compared are the trainer's sequence rewards (weighted verifier scores plus any overlong
 penalty), before a KL-in-reward penalty. The selection itself is :func:`select_groups`, a pure
-function; :func:`collect_informative` runs the rounds with a sampling callable.
+function; :func:`collect_informative` runs the rounds with a sampling callable, and
+:func:`select_step_groups` adds the torchrun choreography the trainer needs around it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,14 @@ from typing import Callable
 
 import torch
 
+from verifrl import distributed
 from verifrl.rollout import RolloutBatch, _pad_cat
 from verifrl.scoring import ScoredBatch
+from verifrl.update import TrainBatch
+
+
+MODES = ("off", "drop", "refill")
+"""``rollout.dynamic_sampling`` values: all groups, informative groups only, or refill to num_prompts."""
 
 
 def informative_groups(group_rewards: torch.Tensor, tol: float = 1e-8) -> torch.Tensor:
@@ -52,8 +59,8 @@ def select_groups(group_rewards: torch.Tensor, mode: str, limit: int, tol: float
     """
     if mode == "off":
         return list(range(min(limit, group_rewards.shape[0])))
-    if mode not in ("drop", "refill"):
-        raise ValueError(f"dynamic sampling mode must be off, drop or refill, got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"dynamic sampling mode must be one of {', '.join(MODES)}, got {mode!r}")
     keep = torch.nonzero(informative_groups(group_rewards, tol)).flatten().tolist()
     return keep[:limit]
 
@@ -77,6 +84,7 @@ class Collected:
     scored: ScoredBatch | None
     rewards: torch.Tensor  # (P*G,)
     metrics: dict[str, float] = field(default_factory=dict)
+    idle_update_metrics: dict[str, float] = field(default_factory=dict)  # no group kept, another rank trained
 
 
 def take_groups(batch: RolloutBatch, scored: ScoredBatch, rewards: torch.Tensor, groups: list[int],
@@ -207,3 +215,41 @@ def collect_informative(
     merged = concat_rounds(parts, pad_id) if len(parts) > 1 else first
     batch, scored, rewards = take_groups(*merged, keep, pad_id)
     return Collected([all_rows[g] for g in keep], batch, scored, rewards, metrics)
+
+
+def empty_train_batch(batch: RolloutBatch) -> TrainBatch:
+    """No rows, the shapes of ``batch``: what a rank with nothing to learn from feeds the update."""
+    none = slice(0, 0)
+    return TrainBatch(batch.prompt_ids[none], batch.prompt_mask[none], batch.completion_ids[none],
+                      batch.completion_mask[none], batch.sampler_logprobs[none],
+                      torch.zeros(batch.completion_ids[none].shape))
+
+
+def select_step_groups(
+    rows: list[dict],
+    first: tuple[RolloutBatch, ScoredBatch, torch.Tensor],
+    *,
+    mode: str,
+    num_prompts: int,
+    max_refill_rounds: int,
+    sample: Callable[[list[dict]], tuple[RolloutBatch, ScoredBatch, torch.Tensor]],
+    next_rows: Callable[[int], list[dict]] | None,
+    pad_id: int,
+    idle_update: Callable[[TrainBatch], dict[str, float]],
+) -> Collected:
+    """A training step's dynamic sampling, under torchrun too (one process: plain
+    :func:`collect_informative`).
+
+    Each rank selects among its own groups (``num_prompts`` / ranks of them) and the ranks refill
+    in lockstep. A rank left with no informative group while another rank trains must still take
+    part in that rank's update collectives: it runs ``idle_update`` on an empty batch, and its
+    metrics are returned in ``idle_update_metrics``.
+    """
+    kept = collect_informative(rows, first, mode=mode, num_prompts=num_prompts // distributed.world_size(),
+                               max_refill_rounds=max_refill_rounds, sample=sample, next_rows=next_rows,
+                               pad_id=pad_id, agree=distributed.max_across_ranks)
+    if kept.batch is not None:
+        distributed.max_across_ranks(1)  # the same collective as a rank with nothing to train on
+    elif distributed.max_across_ranks(0) > 0:  # another rank trains: take part in its collectives
+        kept.idle_update_metrics = idle_update(empty_train_batch(first[0]))
+    return kept

@@ -21,52 +21,25 @@ import random
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from data.arithmetic import generate_problems
+from verifrl.config import EmbeddedModelConfig
+from verifrl.tasks.arithmetic import generate_problems
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 _RECIPE_VERSION = 1  # bump when the build procedure changes, to invalidate old caches
 
 
-@dataclass
-class EmbeddedModelConfig:
-    """How the embedded default model is built and warm-started."""
-
-    hidden_size: int = 96
-    """Width of the transformer."""
-    num_layers: int = 3
-    """Number of decoder layers."""
-    num_heads: int = 4
-    """Attention heads (key/value heads are the same number)."""
-    vocab_size: int = 384
-    """Target BPE vocabulary size (digits are always single tokens)."""
-    sft_steps: int = 700
-    """Supervised warm-start optimiser steps. Tuned so greedy accuracy lands in 20-60%."""
-    sft_batch_size: int = 16
-    """Worked solutions per warm-start step."""
-    sft_lr: float = 3e-3
-    """Peak AdamW learning rate of the warm start (cosine decay, short linear warm-up)."""
-    sft_examples: int = 20000
-    """Distinct training problems the warm start draws from."""
-    sft_final_lr_fraction: float = 0.3
-    """Learning rate at the end of the warm start's cosine decay, as a fraction of the peak."""
-    sft_terse_fraction: float = 0.0
-    """Share of warm-start solutions written tersely (the whole expression on one line) instead of
-    one operation per line. 0 by default: with a mixed corpus the tiny model learns both styles
-    worse (measured: 18% vs 61% greedy after the same steps)."""
-    seed: int = 0
-    """Seed of the tokenizer corpus, initial weights and warm-start batches."""
-
-    def cache_key(self) -> str:
-        blob = json.dumps({"v": _RECIPE_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def cache_key(cfg: EmbeddedModelConfig) -> str:
+    """Name of the cached build of ``cfg``: changes with any field or with the build procedure."""
+    blob = json.dumps({"v": _RECIPE_VERSION, **asdict(cfg)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def cache_root() -> Path:
@@ -198,7 +171,7 @@ def embedded_policy(cfg: EmbeddedModelConfig | None = None, log=print) -> Path:
     build never leaves a half-written model that a later run would trust.
     """
     cfg = cfg or EmbeddedModelConfig()
-    target = cache_root() / f"tiny-arith-{cfg.cache_key()}"
+    target = cache_root() / f"tiny-arith-{cache_key(cfg)}"
     if (target / "config.json").exists() and (target / "verifrl_build.json").exists():
         return target
     log(f"building the embedded model (cached afterwards in {target})")

@@ -8,11 +8,14 @@ unbiased estimator of Chen et al. (2021): 1 - C(n-c, k) / C(n, k) with n samples
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
-import torch
-
-from verifrl.rollout import generate
-from verifrl.scoring import score_rollouts
+from verifrl.checkpoint import latest_checkpoint, load_checkpoint
+from verifrl.config import Config
+from verifrl.groups import engine_options, sample_groups
+from verifrl.models import load_policy, seed_everything
+from verifrl.prompts import prepare_task
+from verifrl.scoring import build_verifiers
 
 
 def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
@@ -47,28 +50,61 @@ def evaluate(
     reward is the weighted sum over all verifiers, as in training. ``engine`` samples as in
     :func:`verifrl.rollout.generate` (the trainer passes ``rollout.engine``).
     """
-    greedy = generate(model, tokenizer, prompts, greedy=True, max_new_tokens=max_new_tokens, chunk_size=chunk_size,
-                      engine=engine, engine_options=engine_options)
-    scored = score_rollouts(greedy.texts, examples, verifiers, on_verifier_error)
-    correct = (scored.scores[:, 0] >= correct_threshold - 1e-9).float()
+    greedy = sample_groups(model, tokenizer, prompts, examples, verifiers, group_size=1, greedy=True,
+                           max_new_tokens=max_new_tokens, chunk_size=chunk_size, engine=engine,
+                           engine_options=engine_options, on_verifier_error=on_verifier_error)
+    correct = (greedy.scored.scores[:, 0] >= correct_threshold - 1e-9).float()
     result = {
         "accuracy": float(correct.mean()) if len(prompts) else 0.0,
-        "mean_reward": float(scored.rewards.mean()) if len(prompts) else 0.0,
+        "mean_reward": float(greedy.scored.rewards.mean()) if len(prompts) else 0.0,
         "n": len(prompts),
-        "mean_length": float(greedy.lengths.float().mean()) if len(prompts) else 0.0,
+        "mean_length": float(greedy.batch.lengths.float().mean()) if len(prompts) else 0.0,
     }
     if pass_k:
-        sampled = generate(model, tokenizer, prompts, group_size=pass_k, max_new_tokens=max_new_tokens,
-                           temperature=pass_k_temperature, chunk_size=chunk_size, record_logprobs=False,
-                           engine=engine, engine_options=engine_options)
-        repeated = [e for e in examples for _ in range(pass_k)]
-        s_scored = score_rollouts(sampled.texts, repeated, verifiers, on_verifier_error)
-        hits = (s_scored.scores[:, 0] >= correct_threshold - 1e-9).view(len(prompts), pass_k).sum(1)  # (P,)
+        sampled = sample_groups(model, tokenizer, prompts, examples, verifiers, group_size=pass_k,
+                                max_new_tokens=max_new_tokens, temperature=pass_k_temperature, chunk_size=chunk_size,
+                                record_logprobs=False, engine=engine, engine_options=engine_options,
+                                on_verifier_error=on_verifier_error)
+        hits = (sampled.scored.scores[:, 0] >= correct_threshold - 1e-9).view(len(prompts), pass_k).sum(1)  # (P,)
         result[f"pass@{pass_k}"] = sum(pass_at_k(pass_k, int(c), pass_k) for c in hits) / len(prompts)
         result["pass@1_sampled"] = sum(pass_at_k(pass_k, int(c), 1) for c in hits) / len(prompts)
     return result
 
 
-def greedy_texts(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
-    with torch.no_grad():
-        return generate(model, tokenizer, prompts, greedy=True, max_new_tokens=max_new_tokens).texts
+def evaluate_checkpoint(cfg: Config, checkpoint: Path, log=print) -> dict:
+    """Greedy accuracy (and pass@k with eval.pass_k) of a checkpoint on the held-out split.
+
+    ``checkpoint`` may be a run directory (its latest checkpoint), a ``checkpoints/step-N``
+    directory, or a saved Hugging Face model directory (such as ``final_model``).
+    """
+    checkpoint = Path(checkpoint)
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"--checkpoint: {checkpoint} does not exist")
+    if (checkpoint / "config.json").exists() and not (checkpoint / "model.pt").exists() \
+            and (checkpoint / "tokenizer_config.json").exists():
+        cfg.model.name_or_path = str(checkpoint)
+        step_dir = None
+    else:
+        step_dir = checkpoint if (checkpoint / "model.pt").exists() else latest_checkpoint(checkpoint)
+        if step_dir is None:
+            raise FileNotFoundError(f"--checkpoint: no checkpoint or model in {checkpoint}")
+    seed_everything(cfg.trainer.seed)
+    policy, tokenizer = load_policy(cfg.model, log=log)
+    if step_dir is not None:
+        load_checkpoint(step_dir, policy)
+    task = prepare_task(cfg, tokenizer)
+    verifiers = build_verifiers(cfg.reward.verifiers)
+    try:
+        result = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers, **eval_settings(cfg))
+    finally:
+        for named in verifiers:
+            named.close()
+    return {"checkpoint": str(step_dir or checkpoint), **result}
+
+
+def eval_settings(cfg: Config) -> dict:
+    """:func:`evaluate`'s settings from the recipe (``eval.*``, with the rollout's engine)."""
+    return dict(max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, chunk_size=cfg.rollout.chunk_size,
+                pass_k=cfg.eval.pass_k, pass_k_temperature=cfg.eval.pass_k_temperature,
+                on_verifier_error=cfg.reward.on_verifier_error, engine=cfg.rollout.engine,
+                engine_options=engine_options(cfg))

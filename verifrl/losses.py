@@ -24,14 +24,20 @@ estimator ``k3_ratio`` (arXiv 2506.09477).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-KL_ESTIMATORS = ("k1", "k2", "k3", "k3_ratio")
-IMPORTANCE_LEVELS = ("token", "sequence")
+from verifrl.registry import Registry
+
+KL_ESTIMATORS: Registry = Registry("KL estimator", "loss.kl_estimator")
+IMPORTANCE_LEVELS: Registry = Registry("importance level", "loss.importance_level")
+POLICY_OBJECTIVES: Registry = Registry("policy objective", "loss.objective")
+LOSS_AGGREGATIONS: Registry = Registry("loss aggregation", "loss.type")
 ROLLOUT_CORRECTION_MODES = ("none", "truncate", "mask")
+ROLLOUT_CORRECTION_LEVELS = ("token", "sequence")
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
@@ -50,20 +56,6 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     if dim is None:
         return values.sum() / keep.sum().clamp(min=1)
     return values.sum(dim) / keep.sum(dim).clamp(min=1)
-
-
-def entropy_from_logits(logits: Tensor) -> Tensor:
-    """Entropy of the categorical distribution given by ``logits`` along the last dimension.
-
-    Args:
-        logits: (..., V).
-
-    Returns:
-        (...,) entropy in nats, ``logsumexp(l) - sum(softmax(l) * l)`` (stable for large logits).
-    """
-    log_z = torch.logsumexp(logits, dim=-1)  # (...)
-    probs = torch.softmax(logits, dim=-1)  # (..., V)
-    return log_z - (probs * logits).sum(-1)
 
 
 def kl_estimate(
@@ -96,18 +88,77 @@ def kl_estimate(
     Returns:
         (B, T) per-token estimate (no masking; see :func:`policy_loss` for that).
     """
+    return KL_ESTIMATORS.lookup(estimator)(logp, ref_logp, old_logp)
+
+
+# --- KL estimators ------------------------------------------------------------------------------
+# Each maps (logp (B, T), ref_logp (B, T), old_logp (B, T) or None) -> (B, T); see kl_estimate.
+
+
+@KL_ESTIMATORS.register("k1")
+def _kl_k1(logp: Tensor, ref_logp: Tensor, old_logp: Tensor | None) -> Tensor:
+    return -(ref_logp - logp)  # -log r
+
+
+@KL_ESTIMATORS.register("k2")
+def _kl_k2(logp: Tensor, ref_logp: Tensor, old_logp: Tensor | None) -> Tensor:
+    return 0.5 * (ref_logp - logp).square()
+
+
+def _k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     log_r = ref_logp - logp  # (B, T)
-    if estimator == "k1":
-        return -log_r
-    if estimator == "k2":
-        return 0.5 * log_r.square()
-    if estimator in ("k3", "k3_ratio"):
-        k3 = torch.expm1(log_r) - log_r  # (B, T); expm1 keeps precision when r is close to 1
-        if estimator == "k3":
-            return k3
-        anchor = (logp if old_logp is None else old_logp).detach()
-        return k3 * torch.exp(logp - anchor)
-    raise ValueError(f"unknown kl_estimator {estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
+    return torch.expm1(log_r) - log_r  # (B, T); expm1 keeps precision when r is close to 1
+
+
+@KL_ESTIMATORS.register("k3")
+def _kl_k3(logp: Tensor, ref_logp: Tensor, old_logp: Tensor | None) -> Tensor:
+    return _k3(logp, ref_logp)
+
+
+@KL_ESTIMATORS.register("k3_ratio")
+def _kl_k3_ratio(logp: Tensor, ref_logp: Tensor, old_logp: Tensor | None) -> Tensor:
+    anchor = (logp if old_logp is None else old_logp).detach()
+    return _k3(logp, ref_logp) * torch.exp(logp - anchor)
+
+
+# --- importance level -------------------------------------------------------------------------
+# Each maps (per-token log ratio (B, T), 0 on padding; mask (B, T) bool) -> the log ratio each
+# token's objective uses (B, T).
+
+
+@IMPORTANCE_LEVELS.register("token")
+def _token_ratio(log_ratio: Tensor, keep: Tensor) -> Tensor:
+    return log_ratio
+
+
+@IMPORTANCE_LEVELS.register("sequence")
+def _sequence_ratio(log_ratio: Tensor, keep: Tensor) -> Tensor:
+    """GSPO: geometric mean of the token ratios of the row, i.e. length-normalised sequence ratio."""
+    seq_log_ratio = log_ratio.sum(-1, keepdim=True) / keep.sum(-1, keepdim=True).clamp(min=1)  # (B, 1)
+    return seq_log_ratio.expand_as(log_ratio)  # (B, T)
+
+
+# --- policy objective -------------------------------------------------------------------------
+# Each maps (ratio (B, T), log_ratio (B, T), advantages (B, T), *, epsilon_low, epsilon_high,
+# delta) -> (per-token policy loss (B, T), {metric name: (B, T) bool mask of the tokens it
+# counts}); policy_loss logs each mask's mean over the active tokens (the clip fractions).
+# ``log_ratio = logp - stopgrad(old_logp)`` carries the gradient of logp.
+
+
+@POLICY_OBJECTIVES.register("ppo_clip")
+def _ppo_clip(ratio: Tensor, log_ratio: Tensor, adv: Tensor, *, epsilon_low: float, epsilon_high: float,
+              delta: float | None) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO's clipped surrogate as used by GRPO (DeepSeekMath eq. 3), optional dual clip ``delta``."""
+    clipped_ratio = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)  # (B, T)
+    unclipped_ratio = ratio if delta is None else torch.clamp(ratio, max=delta)  # (B, T)
+    per_token = -torch.minimum(unclipped_ratio * adv, clipped_ratio * adv)  # (B, T)
+    with torch.no_grad():
+        low = (ratio < 1.0 - epsilon_low) & (adv < 0)  # clip floor removed the gradient
+        high = (ratio > 1.0 + epsilon_high) & (adv > 0)  # clip ceiling removed the gradient
+        counted = {"clip_frac_low": low, "clip_frac_high": high, "clip_frac": low | high}
+        if delta is not None:
+            counted["dual_clip_frac"] = (ratio > delta) & (adv < 0)
+    return per_token, counted
 
 
 def rollout_correction_weights(
@@ -139,15 +190,15 @@ def rollout_correction_weights(
         sampler_logp: (B, T) log-probs the sampler recorded for the same tokens.
         mask: (B, T) 1 on tokens that enter the loss; the sequence ratio sums over these only.
         mode: one of ``ROLLOUT_CORRECTION_MODES``.
-        level: one of ``IMPORTANCE_LEVELS``.
+        level: one of ``ROLLOUT_CORRECTION_LEVELS``.
 
     Returns:
         (B, T) weights, 0 on masked-out positions (garbage there, NaN included, is ignored).
     """
     if mode not in ROLLOUT_CORRECTION_MODES:
         raise ValueError(f"unknown rollout correction mode {mode!r}; valid: {', '.join(ROLLOUT_CORRECTION_MODES)}")
-    if level not in IMPORTANCE_LEVELS:
-        raise ValueError(f"unknown rollout correction level {level!r}; valid: {', '.join(IMPORTANCE_LEVELS)}")
+    if level not in ROLLOUT_CORRECTION_LEVELS:
+        raise ValueError(f"unknown rollout correction level {level!r}; valid: {', '.join(ROLLOUT_CORRECTION_LEVELS)}")
     keep = mask.bool()  # (B, T)
     zero = torch.zeros_like(old_logp, dtype=torch.float32)
     if mode == "none":
@@ -173,23 +224,41 @@ def rollout_correction_weights(
 # to a scalar. They differ only in the normaliser, which decides how a token's gradient is
 # weighted against sequence length (Dr. GRPO, arXiv 2503.20783, §3).
 
-LossAggregation = Callable[..., Tensor]
-LOSS_AGGREGATIONS: dict[str, LossAggregation] = {}
+NORMALISERS = {
+    "sequences": "mean over rows of each row's token mean (global over rows)",
+    "micro_batch_tokens": "active tokens of the micro-batch at hand (per micro-batch, as TRL's bnpo)",
+    "constant": "rows * max_completion_length (global over rows)",
+    "batch_tokens": "active tokens of the whole batch, passed as num_items_in_batch",
+}
+"""What an aggregation divides the token-loss sum by; the update reads it to weight micro-batches
+and to know whether a row with zero advantage may be skipped."""
 
 
-def register_loss_aggregation(name: str) -> Callable[[LossAggregation], LossAggregation]:
+@dataclass(frozen=True)
+class LossAggregation:
+    """A registered token-loss aggregation: ``reduce(per_token (B, T), mask (B, T), **options)``
+    -> scalar, and its ``normaliser`` (a key of ``NORMALISERS``)."""
+
+    reduce: Callable[..., Tensor]
+    normaliser: str
+
+    def __call__(self, per_token: Tensor, mask: Tensor, **options: object) -> Tensor:
+        return self.reduce(per_token, mask, **options)
+
+
+def register_loss_aggregation(name: str, normaliser: str) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Decorator adding a token-loss aggregation under ``name`` (the ``loss.type`` value)."""
+    if normaliser not in NORMALISERS:
+        raise ValueError(f"normaliser must be one of {', '.join(NORMALISERS)}, got {normaliser!r}")
 
-    def decorator(fn: LossAggregation) -> LossAggregation:
-        if name in LOSS_AGGREGATIONS:
-            raise ValueError(f"loss aggregation {name!r} is already registered")
-        LOSS_AGGREGATIONS[name] = fn
+    def decorator(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        LOSS_AGGREGATIONS.register(name)(LossAggregation(fn, normaliser))
         return fn
 
     return decorator
 
 
-@register_loss_aggregation("grpo")
+@register_loss_aggregation("grpo", normaliser="sequences")
 def _aggregate_grpo(per_token: Tensor, mask: Tensor, **_: object) -> Tensor:
     """DeepSeekMath eq. 3: 1/|o_i| token mean per sequence, then the mean over sequences.
 
@@ -199,13 +268,13 @@ def _aggregate_grpo(per_token: Tensor, mask: Tensor, **_: object) -> Tensor:
     return per_sequence.mean()
 
 
-@register_loss_aggregation("bnpo")
+@register_loss_aggregation("bnpo", normaliser="micro_batch_tokens")
 def _aggregate_bnpo(per_token: Tensor, mask: Tensor, **_: object) -> Tensor:
     """Token sum over the batch / number of active tokens in this batch (TRL ``bnpo``)."""
     return per_token.sum() / mask.sum().clamp(min=1)
 
 
-@register_loss_aggregation("dr_grpo")
+@register_loss_aggregation("dr_grpo", normaliser="constant")
 def _aggregate_dr_grpo(
     per_token: Tensor, mask: Tensor, *, max_completion_length: int | None = None, **_: object
 ) -> Tensor:
@@ -215,7 +284,7 @@ def _aggregate_dr_grpo(
     return per_token.sum() / (per_token.shape[0] * max_completion_length)
 
 
-@register_loss_aggregation("dapo")
+@register_loss_aggregation("dapo", normaliser="batch_tokens")
 def _aggregate_dapo(
     per_token: Tensor, mask: Tensor, *, num_items_in_batch: Tensor | int | None = None, **_: object
 ) -> Tensor:
@@ -237,6 +306,7 @@ def policy_loss(
     mask: Tensor,
     *,
     loss_type: str = "grpo",
+    objective: str = "ppo_clip",
     epsilon_low: float = 0.2,
     epsilon_high: float | None = None,
     delta: float | None = None,
@@ -258,6 +328,8 @@ def policy_loss(
         loss_type: aggregation, a key of ``LOSS_AGGREGATIONS``: ``grpo`` (per-sequence token mean,
             then mean over sequences), ``bnpo`` (sum / active tokens here), ``dr_grpo``
             (sum / (B * max_completion_length)), ``dapo`` (sum / ``num_items_in_batch``, else as bnpo).
+        objective: per-token policy term, a key of ``POLICY_OBJECTIVES`` (``ppo_clip``: PPO's
+            clipped surrogate).
         epsilon_low: lower clip range, ratio floor ``1 - epsilon_low``.
         epsilon_high: upper clip range, ratio ceiling ``1 + epsilon_high``; None -> ``epsilon_low``.
         delta: dual-clip bound: the *unclipped* ratio is capped at ``delta`` (TRL semantics), which
@@ -282,14 +354,10 @@ def policy_loss(
         or ratio < 1-eps_low with A < 0), ``ratio_mean``, and ``kl`` (masked mean of the KL
         estimate) when ``beta != 0``; ``dual_clip_frac`` when ``delta`` is set.
     """
-    if loss_type not in LOSS_AGGREGATIONS:
-        raise ValueError(f"unknown loss_type {loss_type!r}; valid: {', '.join(sorted(LOSS_AGGREGATIONS))}")
-    if importance_level not in IMPORTANCE_LEVELS:
-        raise ValueError(
-            f"unknown importance_level {importance_level!r}; valid: {', '.join(IMPORTANCE_LEVELS)}"
-        )
-    if kl_estimator not in KL_ESTIMATORS:
-        raise ValueError(f"unknown kl_estimator {kl_estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
+    aggregate = LOSS_AGGREGATIONS.lookup(loss_type)
+    surrogate = POLICY_OBJECTIVES.lookup(objective)
+    importance = IMPORTANCE_LEVELS.lookup(importance_level)
+    KL_ESTIMATORS.lookup(kl_estimator)
     if beta != 0 and ref_logp is None:
         raise ValueError("beta != 0 needs ref_logp")
     if logp.shape != old_logp.shape or logp.shape != mask.shape:
@@ -307,20 +375,14 @@ def policy_loss(
         advantages = advantages.unsqueeze(-1)  # (B, 1)
     adv = torch.where(keep, advantages.detach().to(logp.dtype).expand_as(logp), zero)  # (B, T)
 
-    log_ratio = logp_ - old_  # (B, T), 0 on padding
-    if importance_level == "sequence":
-        # GSPO: geometric mean of the token ratios of the row, i.e. length-normalised sequence ratio
-        seq_log_ratio = log_ratio.sum(-1, keepdim=True) / keep.sum(-1, keepdim=True).clamp(min=1)  # (B, 1)
-        log_ratio = seq_log_ratio.expand_as(logp)  # (B, T)
+    log_ratio = importance(logp_ - old_, keep)  # (B, T), 0 on padding at the token level
     ratio = torch.exp(log_ratio)  # (B, T)
-    clipped_ratio = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + eps_high)  # (B, T)
-    unclipped_ratio = ratio if delta is None else torch.clamp(ratio, max=delta)  # (B, T)
-    pg_per_token = -torch.minimum(unclipped_ratio * adv, clipped_ratio * adv)  # (B, T)
+    pg_per_token, counted = surrogate(ratio, log_ratio, adv, epsilon_low=epsilon_low, epsilon_high=eps_high,
+                                      delta=delta)  # (B, T)
     if token_weights is not None:  # the sampler/trainer correction, a separate factor (as TRL)
         pg_per_token = pg_per_token * torch.where(keep, token_weights.detach().to(logp.dtype), zero)
     pg_per_token = torch.where(keep, pg_per_token, zero)
 
-    aggregate = LOSS_AGGREGATIONS[loss_type]
     options = {"max_completion_length": max_completion_length, "num_items_in_batch": num_items_in_batch}
     per_token = pg_per_token
     metrics: dict[str, float] = {}
@@ -334,13 +396,8 @@ def policy_loss(
     loss = aggregate(per_token, keep, **options)
 
     with torch.no_grad():
-        low = (ratio < 1.0 - epsilon_low) & (adv < 0) & keep  # clip floor removed the gradient
-        high = (ratio > 1.0 + eps_high) & (adv > 0) & keep  # clip ceiling removed the gradient
         metrics["pg_loss"] = float(aggregate(pg_per_token.detach(), keep, **options))
-        metrics["clip_frac_low"] = float(masked_mean(low.float(), keep))
-        metrics["clip_frac_high"] = float(masked_mean(high.float(), keep))
-        metrics["clip_frac"] = float(masked_mean((low | high).float(), keep))
+        for name, tokens in counted.items():
+            metrics[name] = float(masked_mean(tokens.float(), keep))
         metrics["ratio_mean"] = float(masked_mean(ratio, keep))
-        if delta is not None:
-            metrics["dual_clip_frac"] = float(masked_mean(((ratio > delta) & (adv < 0)).float(), keep))
     return loss, metrics

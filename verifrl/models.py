@@ -30,6 +30,13 @@ class ModelLoadError(RuntimeError):
     """The configured model cannot be loaded; the message names it."""
 
 
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (sampling, prompt order, initial weights)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
 def forward_accepts(model: torch.nn.Module, name: str) -> bool:
     """Whether the transformers model under any peft wrapper takes ``name`` in ``forward``
     (peft's own forward takes ``**kwargs`` and would hide it)."""

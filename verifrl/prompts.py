@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import random
 import string
+from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
+
+from verifrl.config import Config
+from verifrl.tasks.loaders import load_task
 
 
 class PromptError(ValueError):
@@ -72,3 +76,32 @@ class PromptSampler:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.position = state["epoch"], state["position"]
         self._order = self._shuffled(self.epoch)
+
+
+@dataclass
+class Task:
+    """The prompts of both splits, formatted once."""
+
+    sampler: PromptSampler
+    test_prompts: list[str]
+    test_rows: list[dict]
+    skipped: dict = field(default_factory=dict)
+
+
+def prompt_for(cfg: Config, row: dict, tokenizer) -> str:
+    """The prompt of a dataset row as the recipe formats it (template, chat template, system prompt)."""
+    return format_prompt(row, cfg.data.prompt_template, tokenizer, cfg.data.use_chat_template, cfg.data.system_prompt)
+
+
+def prepare_task(cfg: Config, tokenizer) -> Task:
+    """Load the recipe's dataset: a resumable sampler over the train split and the formatted test prompts."""
+    data = load_task(cfg.data)
+    missing = [f for f in template_fields(cfg.data.prompt_template) if f not in data.train.column_names]
+    if missing:
+        raise ValueError(f"data.prompt_template uses column(s) {missing} that the dataset lacks "
+                         f"(it has {data.train.column_names})")
+    test_rows = [data.test[i] for i in range(len(data.test))]
+    if cfg.data.num_test:
+        test_rows = test_rows[: cfg.data.num_test]
+    test_prompts = [prompt_for(cfg, row, tokenizer) for row in test_rows]
+    return Task(PromptSampler(data.train, cfg.data.seed), test_prompts, test_rows, data.skipped)

@@ -5,8 +5,6 @@ loss -> update -> logging.
 
 Pure functions on tensors. ``N`` completions, ``V`` verifiers, ``T`` completion token positions.
 
-- :func:`combine_rewards`: weighted sum of several verifiers' scores (TRL ``reward_weights``,
-  "sum then normalise").
 - :func:`overlong_penalty`: DAPO soft overlong punishment (arXiv 2503.14476, eq. 13), added to the
   reward before the advantages.
 - KL in the reward (``loss.kl_placement = "reward"``), the PPO / InstructGPT placement
@@ -28,27 +26,8 @@ Pure functions on tensors. ``N`` completions, ``V`` verifiers, ``T`` completion 
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 from torch import Tensor
-
-
-def combine_rewards(scores: Tensor, weights: Sequence[float]) -> Tensor:
-    """Weighted sum of verifier scores.
-
-    Args:
-        scores: (N, V) score of each completion under each verifier.
-        weights: V weights.
-
-    Returns:
-        (N,) ``sum_v weights[v] * scores[:, v]``. A NaN score propagates (a verifier failure must be
-        decided upstream, see ``reward.on_verifier_error``).
-    """
-    if scores.dim() != 2 or scores.shape[1] != len(weights):
-        raise ValueError(f"scores {tuple(scores.shape)} need one column per weight ({len(weights)})")
-    w = torch.tensor(list(weights), dtype=torch.float32, device=scores.device)  # (V,)
-    return (scores.float() * w).sum(-1)  # (N,)
 
 
 def overlong_penalty(lengths: Tensor, max_length: int, cache_length: int) -> Tensor:

@@ -24,6 +24,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from verifrl import distributed
+from verifrl.registry import Registry
 from verifrl.samplers import (RowsDone, completion_mask_from_ids, sample_continuous_batching, sample_generate,
                               sample_loop)
 
@@ -47,7 +48,26 @@ class RolloutBatch:
         return self.completion_ids.shape[0]
 
 
-ENGINES = ("loop", "hf", "cb", "vllm")
+@dataclass(frozen=True)
+class SamplingRequest:
+    """What every engine is asked for one chunk (see :func:`generate` for the meaning)."""
+
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    greedy: bool
+    record_logprobs: bool
+    group_size: int
+    stop_check_every: int
+    engine_options: dict
+
+
+ENGINES: Registry = Registry("rollout engine", "rollout.engine")
+"""``name -> fn(model, tokenizer, enc, eos_ids, request, rows_done) -> (completion_ids, logprobs)``:
+``enc`` is the left-padded tokenized chunk on the model's device; the engine reports finished
+rows through ``rows_done`` (when not None) and returns (n, <= max_new_tokens) token ids and the
+sampler's log-probs (or None)."""
 
 FinishedCallback = Callable[[list[int], list[str]], None]
 """``on_finished(rows, texts)``: rows (indices into the whole ``generate`` call) whose completions are final."""
@@ -113,8 +133,9 @@ def generate(
     Returns:
         RolloutBatch with N = P * group_size rows, prompt p's samples contiguous.
     """
-    if engine not in ENGINES:  # a typo must not silently fall back to another sampler
-        raise ValueError(f"unknown rollout engine {engine!r}; have {', '.join(ENGINES)}")
+    sample = ENGINES.lookup(engine)  # a typo must not silently fall back to another sampler
+    request = SamplingRequest(max_new_tokens, temperature, top_p, top_k, greedy, record_logprobs and not greedy,
+                              group_size, stop_check_every, dict(engine_options or {}))
     was_training = model.training
     model.eval()
     eos_ids = eos_token_ids(model, tokenizer)
@@ -126,9 +147,11 @@ def generate(
     with distributed.gathered_parameters(model):
         for start in range(0, len(expanded), chunk):
             rows_done = None if on_finished is None else _reporter(on_finished, tokenizer, start)
-            pieces.append(_generate_chunk(model, tokenizer, expanded[start : start + chunk], max_new_tokens,
-                                          temperature, top_p, top_k, greedy, record_logprobs and not greedy,
-                                          engine, group_size, rows_done, stop_check_every, engine_options))
+            enc = tokenizer(expanded[start : start + chunk], return_tensors="pt", padding=True, padding_side="left",
+                            add_special_tokens=False)
+            enc = {k: v.to(model.device) for k, v in enc.items()}
+            completion, logprobs = sample(model, tokenizer, enc, eos_ids, request, rows_done)
+            pieces.append((enc["input_ids"].cpu(), enc["attention_mask"].cpu(), completion, logprobs))
     if was_training:
         model.train()
 
@@ -163,33 +186,45 @@ def _report_chunk(completion: torch.Tensor, eos_ids: set[int], rows_done: RowsDo
     rows_done(list(range(completion.shape[0])), [completion[i, : lengths[i]].tolist() for i in range(len(lengths))])
 
 
-def _generate_chunk(model, tokenizer, prompts, max_new_tokens, temperature, top_p, top_k, greedy, record,
-                    engine="loop", group_size=1, rows_done: RowsDone | None = None, stop_check_every=0,
-                    engine_options: dict | None = None):
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-    enc = {k: v.to(model.device) for k, v in enc.items()}
-    eos_ids = eos_token_ids(model, tokenizer)
-    if engine == "vllm":
-        from verifrl.vllm_engine import sample_vllm  # optional dependency, GPU only
+@ENGINES.register("loop")
+def _sample_with_loop(model, tokenizer, enc, eos_ids, request: SamplingRequest, rows_done: RowsDone | None):
+    """verifrl's KV-cache loop; an encoder-decoder model falls back to ``model.generate``."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        return _sample_with_generate(model, tokenizer, enc, eos_ids, request, rows_done)
+    r = request
+    return sample_loop(model, enc["input_ids"], enc["attention_mask"], r.max_new_tokens, r.temperature, r.top_p,
+                       r.top_k, r.greedy, r.record_logprobs, sorted(eos_ids), tokenizer.pad_token_id, r.group_size,
+                       rows_done, r.stop_check_every)
 
-        completion, logprobs = sample_vllm(model, enc, eos_ids, tokenizer.pad_token_id, max_new_tokens, temperature,
-                                           top_p, top_k, greedy, record, **(engine_options or {}))
-        _report_chunk(completion, eos_ids, rows_done)
-        return enc["input_ids"].cpu(), enc["attention_mask"].cpu(), completion, logprobs
-    if engine == "cb":
-        completion, logprobs = sample_continuous_batching(model, enc, eos_ids, tokenizer.pad_token_id, max_new_tokens,
-                                                          temperature, top_p, top_k, greedy, record)
-        _report_chunk(completion, eos_ids, rows_done)
-        return enc["input_ids"].cpu(), enc["attention_mask"].cpu(), completion, logprobs
-    if engine == "loop" and not getattr(model.config, "is_encoder_decoder", False):
-        completion, logprobs = sample_loop(model, enc["input_ids"], enc["attention_mask"], max_new_tokens,
-                                           temperature, top_p, top_k, greedy, record, sorted(eos_ids),
-                                           tokenizer.pad_token_id, group_size, rows_done, stop_check_every)
-        return enc["input_ids"].cpu(), enc["attention_mask"].cpu(), completion, logprobs
-    completion, logprobs = sample_generate(model, enc, eos_ids, tokenizer.pad_token_id, max_new_tokens, temperature,
-                                           top_p, top_k, greedy, record)
+
+@ENGINES.register("hf")
+def _sample_with_generate(model, tokenizer, enc, eos_ids, request: SamplingRequest, rows_done: RowsDone | None):
+    r = request
+    completion, logprobs = sample_generate(model, enc, eos_ids, tokenizer.pad_token_id, r.max_new_tokens,
+                                           r.temperature, r.top_p, r.top_k, r.greedy, r.record_logprobs)
     _report_chunk(completion, eos_ids, rows_done)
-    return enc["input_ids"].cpu(), enc["attention_mask"].cpu(), completion, logprobs
+    return completion, logprobs
+
+
+@ENGINES.register("cb")
+def _sample_with_continuous_batching(model, tokenizer, enc, eos_ids, request: SamplingRequest,
+                                     rows_done: RowsDone | None):
+    r = request
+    completion, logprobs = sample_continuous_batching(model, enc, eos_ids, tokenizer.pad_token_id, r.max_new_tokens,
+                                                      r.temperature, r.top_p, r.top_k, r.greedy, r.record_logprobs)
+    _report_chunk(completion, eos_ids, rows_done)
+    return completion, logprobs
+
+
+@ENGINES.register("vllm")
+def _sample_with_vllm(model, tokenizer, enc, eos_ids, request: SamplingRequest, rows_done: RowsDone | None):
+    from verifrl.vllm_engine import sample_vllm  # optional dependency, GPU only
+
+    r = request
+    completion, logprobs = sample_vllm(model, enc, eos_ids, tokenizer.pad_token_id, r.max_new_tokens, r.temperature,
+                                       r.top_p, r.top_k, r.greedy, r.record_logprobs, **r.engine_options)
+    _report_chunk(completion, eos_ids, rows_done)
+    return completion, logprobs
 
 
 def _pad_cat(tensors: list[torch.Tensor], value, *, left: bool) -> torch.Tensor:

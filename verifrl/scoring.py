@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from verifiers import VerifyResult, as_result, get_verifier
+from verifiers import VerifyResult, as_result, get_verifier, verify_batch
 
 
 @dataclass
@@ -67,10 +67,9 @@ def build_verifiers(specs) -> list[NamedVerifier]:
 
 
 def _run_one(named: NamedVerifier, completions: list[str], examples: list[dict], on_error: str) -> tuple[list[VerifyResult], int]:
-    batch_fn = getattr(named.verifier, "verify_batch", None)
-    if batch_fn is not None:
+    if getattr(named.verifier, "verify_batch", None) is not None:
         try:
-            return _reject_nonfinite(named, [as_result(r) for r in batch_fn(completions, examples)], 0, completions,
+            return _reject_nonfinite(named, verify_batch(named.verifier, completions, examples), 0, completions,
                                      on_error)
         except VerifierFailure:
             raise

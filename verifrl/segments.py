@@ -1,21 +1,15 @@
-"""Step segmentation: completion text -> reasoning steps -> the token where each step ends.
+"""Token side of step segmentation: the token where each reasoning step ends.
 
-Place in the data flow: prompts -> rollouts -> **verifier results** (step spans) -> rewards ->
-advantages (step-end token indices for process supervision) -> loss -> update -> logging.
+Place in the data flow: prompts -> rollouts -> verifier results (step spans, from
+:func:`verifiers.segments.split_steps`) -> rewards -> **advantages** (step-end token indices for
+process supervision) -> loss -> update -> logging.
 
-Three pure pieces, used by the step verifier (``verifiers/steps.py``) and by the trainer:
-
-1. :func:`split_steps` cuts the decoded completion into character spans ``(start, end)``
-   (end exclusive). Boundary rule: the spans tile the text from 0 to ``len(text)``; a step starts
-   where its first line starts, the delimiter newline(s) after a step belong to that step, the
-   first step also takes any leading blank text and the last step extends to the end of the text
-   (so trailing text is covered; algorithms.md §3.5, §3.9). Whitespace-only text has no steps.
-2. :func:`token_char_offsets` gives each *sampled* token its character span in
+1. :func:`token_char_offsets` gives each *sampled* token its character span in
    ``tokenizer.decode(token_ids, skip_special_tokens=True)`` by decoding the ids incrementally;
    the text is never re-tokenised (re-encoding can merge or split differently from what was
    sampled). Special tokens (EOS) and tokens that only complete a multi-byte character decode to
    nothing new and get an empty span.
-3. :func:`step_end_tokens` maps each step to the 0-based index of the token containing the step's
+2. :func:`step_end_tokens` maps each step to the 0-based index of the token containing the step's
    last character; a token that straddles a boundary belongs to the earlier step (it holds that
    step's last character). A step that reaches the end of the text ends at the completion's last
    token, trailing special tokens (EOS) included.
@@ -23,76 +17,9 @@ Three pure pieces, used by the step verifier (``verifiers/steps.py``) and by the
 
 from __future__ import annotations
 
-import re
-from typing import Callable, Sequence, Union
+from typing import Sequence
 
-Span = tuple[int, int]
-Segmenter = Union[str, Callable[[str], Sequence[Span]]]
-
-SEGMENTERS = ("line", "step_marker", "paragraph")
-# "Step 3:", "step 3.", "Step 3)" at the start of a line, and the final-answer line
-_STEP_MARKER = re.compile(r"^[ \t]*(?:step[ \t]*\d+[ \t]*[:.)]|answer[ \t]*:)", re.IGNORECASE | re.MULTILINE)
-_LINE = re.compile(r"[^\n]*\n?")
-
-
-def _tile(starts: list[int], length: int) -> list[Span]:
-    """Spans from sorted step starts: step k runs to the start of step k + 1; first from 0."""
-    if not starts:
-        return []
-    starts = [0] + starts[1:]
-    return [(s, e) for s, e in zip(starts, starts[1:] + [length])]
-
-
-def _line_starts(text: str) -> list[tuple[int, str]]:
-    """(start offset, content) of each line, newline excluded."""
-    out = []
-    for match in _LINE.finditer(text):
-        if match.start() == len(text) and not match.group():
-            break
-        out.append((match.start(), match.group().rstrip("\n")))
-    return out
-
-
-def split_steps(text: str, segmenter: Segmenter = "line") -> list[Span]:
-    """Character spans of the reasoning steps of ``text``.
-
-    Args:
-        text: the decoded completion.
-        segmenter: ``"line"`` (default: one step per non-blank line), ``"paragraph"`` (blocks
-            separated by blank lines), ``"step_marker"`` (a step starts at each "Step k:" line and
-            at the "Answer:" line; no marker -> the whole text is one step), or a callable
-            ``text -> spans`` (checked: sorted, non-overlapping, inside the text).
-
-    Returns:
-        ``[(start, end), ...]`` end exclusive, tiling ``[0, len(text))`` for the built-ins (see
-        the module docstring for the boundary rule); ``[]`` for whitespace-only text.
-    """
-    if callable(segmenter):
-        spans = [(int(s), int(e)) for s, e in segmenter(text)]
-        previous_end = 0
-        for s, e in spans:
-            if not previous_end <= s <= e <= len(text):
-                raise ValueError(f"segmenter returned bad span {(s, e)} (sorted, non-overlapping, within "
-                                 f"the {len(text)} characters)")
-            previous_end = e
-        return spans
-    if segmenter not in SEGMENTERS:
-        raise ValueError(f"unknown segmenter {segmenter!r}; valid: {', '.join(SEGMENTERS)} or a callable")
-    if not text.strip():
-        return []
-    lines = _line_starts(text)
-    if segmenter == "line":
-        starts = [start for start, content in lines if content.strip()]
-    elif segmenter == "paragraph":
-        starts, previous_blank = [], True
-        for start, content in lines:
-            blank = not content.strip()
-            if not blank and previous_blank:
-                starts.append(start)
-            previous_blank = blank
-    else:  # step_marker
-        starts = [m.start() for m in _STEP_MARKER.finditer(text)] or [0]
-    return _tile(starts, len(text))
+from verifiers.segments import Span
 
 
 def token_char_offsets(tokenizer, token_ids: Sequence[int], window: int = 6) -> list[Span]:

@@ -45,7 +45,7 @@ class Tracker:
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._metrics_file = open(self.metrics_path, "a" if resume else "w")
         self.total_steps = total_steps
-        self.progress = progress and sys.stderr.isatty() or progress == "always"
+        self.progress = progress and sys.stderr.isatty()
         self.start = time.time()
         self.wandb_run = None
         mode = wandb_mode

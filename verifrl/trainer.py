@@ -1,39 +1,36 @@
 """The GRPO loop. It only orchestrates; every stage is a function in its own module:
 
-    prompts (prompts.py) -> rollouts (rollout.py) -> verifier results -> rewards (scoring.py,
-    rewards.py) -> advantages (advantages.py) -> loss -> update (losses.py, update.py)
-    -> logging (tracking.py), with checkpoints (checkpoint.py) and evaluation (evaluation.py).
+    prompts (prompts.py) -> rollouts, verifier results, rewards (groups.py: rollout.py, scoring.py,
+    rewards.py) -> [group selection (dynamic_sampling.py)] -> advantages (advantages.py) -> loss ->
+    update (losses.py, update.py) -> logging (tracking.py), with checkpoints (checkpoint.py) and
+    evaluation (evaluation.py).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import random
 import shutil
 import time
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from data.loaders import load_task
+from verifrl import distributed
 from verifrl.advantages import token_advantages
 from verifrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final_model
-from verifrl import distributed
 from verifrl.config import Config
-from verifrl.dynamic_sampling import collect_informative
-from verifrl.evaluation import evaluate
-from verifrl.models import load_policy, reference_model
+from verifrl.dynamic_sampling import select_step_groups
+from verifrl.evaluation import eval_settings, evaluate
+from verifrl.groups import sample_groups, training_sampling
+from verifrl.models import load_policy, reference_model, seed_everything
 from verifrl.offpolicy import recomputed_old_logprobs, resolve_off_policy
-from verifrl.prompts import PromptSampler, format_prompt, template_fields
-from verifrl.rewards import kl_penalized_sequence_rewards, overlong_penalty
-from verifrl.rollout import generate
+from verifrl.prompts import prepare_task, prompt_for
+from verifrl.rewards import kl_penalized_sequence_rewards
 from verifrl.sampler_process import OffPolicySampler, SampledBatch, rows_sampled_ahead, split_threads
-from verifrl.scoring import StreamingScorer, build_verifiers, score_rollouts, step_metrics
+from verifrl.scoring import build_verifiers, step_metrics
 from verifrl.segments import step_end_tokens, token_char_offsets
 from verifrl.tracking import Tracker
 from verifrl.update import TrainBatch, batched_logprobs, update_policy
@@ -50,12 +47,6 @@ class StageTimer:
         start = time.perf_counter()
         yield
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def make_run_dir(cfg: Config, recipe_name: str) -> Path:
@@ -79,33 +70,6 @@ def lr_lambda(cfg: Config):
     return factor
 
 
-@dataclass
-class Task:
-    """The prompts of both splits, formatted once."""
-
-    sampler: PromptSampler
-    test_prompts: list[str]
-    test_rows: list[dict]
-    skipped: dict = field(default_factory=dict)
-
-
-def prepare_task(cfg: Config, tokenizer) -> Task:
-    data = load_task(cfg.data)
-    missing = [f for f in template_fields(cfg.data.prompt_template) if f not in data.train.column_names]
-    if missing:
-        raise ValueError(f"data.prompt_template uses column(s) {missing} that the dataset lacks "
-                         f"(it has {data.train.column_names})")
-    test_rows = [data.test[i] for i in range(len(data.test))]
-    if cfg.data.num_test:
-        test_rows = test_rows[: cfg.data.num_test]
-    test_prompts = [_prompt(cfg, row, tokenizer) for row in test_rows]
-    return Task(PromptSampler(data.train, cfg.data.seed), test_prompts, test_rows, data.skipped)
-
-
-def _prompt(cfg: Config, row: dict, tokenizer) -> str:
-    return format_prompt(row, cfg.data.prompt_template, tokenizer, cfg.data.use_chat_template, cfg.data.system_prompt)
-
-
 def step_ends_for(batch, tokenizer, step_spans) -> list[list[int]]:
     """Token index of each step's last character, per completion. [N][K_i]."""
     ends = []
@@ -116,21 +80,6 @@ def step_ends_for(batch, tokenizer, step_spans) -> list[list[int]]:
     return ends
 
 
-def _engine_options(cfg: Config) -> dict | None:
-    if cfg.rollout.engine != "vllm":
-        return None
-    return {"gpu_memory_utilization": cfg.rollout.vllm_gpu_memory_utilization, "sleep": cfg.rollout.vllm_sleep,
-            "seed": cfg.trainer.seed}
-
-
-def _empty_train_batch(batch) -> TrainBatch:
-    """No rows, the shapes of ``batch``: what a rank with nothing to learn from feeds the update."""
-    none = slice(0, 0)
-    return TrainBatch(batch.prompt_ids[none], batch.prompt_mask[none], batch.completion_ids[none],
-                      batch.completion_mask[none], batch.sampler_logprobs[none],
-                      torch.zeros(batch.completion_ids[none].shape))
-
-
 class NonFiniteTraining(RuntimeError):
     """Too many consecutive updates had a non-finite gradient (trainer.max_nonfinite_updates)."""
 
@@ -139,80 +88,64 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
             next_rows=None, sampled: SampledBatch | None = None) -> tuple[dict, list[dict]]:
     """One GRPO step on a batch of prompt rows; returns its metrics and sample rows for the table.
 
-    ``next_rows(n)`` draws more prompts for ``rollout.dynamic_sampling: refill``. ``sampled``: the
-    rows' completions, already sampled by the off-policy sampler process (``rows`` are its rows).
+    Stages: sample and score groups -> [dynamic sampling] -> reference log-probs -> advantages ->
+    update -> metrics. ``next_rows(n)`` draws more prompts for ``rollout.dynamic_sampling: refill``.
+    ``sampled``: the rows' completions, sampled ahead by the off-policy sampler process.
     """
     timer = StageTimer()
     G = cfg.rollout.group_size
     overlap = cfg.reward.overlap_verification
     if overlap is None:
         overlap = next(policy.parameters()).device.type == "cuda"
-    if sampled is not None:
-        overlap = False  # sampled elsewhere, already complete: verified here in one go
     generated_tokens = 0  # over every generation round of the step (refill rounds too)
 
     def sample(rows: list[dict], presampled=None):
         nonlocal generated_tokens
-        prompts = [_prompt(cfg, row, tokenizer) for row in rows]
-        examples = [row for row in rows for _ in range(G)]
-        # overlap: rows are verified on a background thread as they finish; "generation" then includes
-        # the overlapped checks and "verification" is only the wait for those left after sampling
-        scorer = (StreamingScorer(verifiers, examples, cfg.reward.on_verifier_error)
-                  if overlap else None)
-        with scorer or nullcontext():
-            if presampled is not None:
-                batch = presampled
-            else:
-                with timer("generation"):
-                    batch = generate(policy, tokenizer, prompts, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens,
-                                     temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                                     top_k=cfg.rollout.top_k, chunk_size=cfg.rollout.chunk_size,
-                                     engine=cfg.rollout.engine, on_finished=scorer.submit if scorer else None,
-                                     stop_check_every=cfg.rollout.stop_check_every,
-                                     engine_options=_engine_options(cfg))
-            generated_tokens += int(batch.lengths.sum())
-            with timer("verification"):
-                scored = scorer.result() if scorer else score_rollouts(batch.texts, examples, verifiers,
-                                                                        cfg.reward.on_verifier_error)
-        rewards = scored.rewards.clone()  # (N,)
-        if cfg.reward.overlong_cache_length:
-            rewards += overlong_penalty(batch.lengths, cfg.rollout.max_new_tokens, cfg.reward.overlong_cache_length)
-        return batch, scored, rewards
+        prompts = [prompt_for(cfg, row, tokenizer) for row in rows]
+        groups = sample_groups(policy, tokenizer, prompts, rows, verifiers, **training_sampling(cfg),
+                               overlap=overlap, timer=timer, sampled=presampled)
+        generated_tokens += int(groups.batch.lengths.sum())
+        return groups.batch, groups.scored, groups.rewards
 
+    def update(train_batch: TrainBatch) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        with timer("update"):
+            for _ in range(cfg.trainer.num_iterations):
+                metrics = update_policy(
+                    policy, optimizer, train_batch, cfg.loss, temperature=cfg.rollout.temperature,
+                    micro_batch_size=cfg.trainer.micro_batch_size, max_grad_norm=cfg.trainer.max_grad_norm,
+                    max_completion_length=cfg.rollout.max_new_tokens,
+                )
+        return metrics
+
+    # 1. prompts -> G completions each -> verifier results -> rewards
     batch, scored, rewards = sample(rows, None if sampled is None else sampled.batch)
-    sampling_metrics = {}
+
+    # 2. dynamic sampling: keep the informative groups (refill: sample more)
+    sampling_metrics: dict[str, float] = {}
     if cfg.rollout.dynamic_sampling != "off":
-        # under torchrun each rank selects among its own groups (num_prompts / ranks of them)
-        kept = collect_informative(rows, (batch, scored, rewards), mode=cfg.rollout.dynamic_sampling,
-                                   num_prompts=cfg.rollout.num_prompts // distributed.world_size(),
-                                   max_refill_rounds=cfg.rollout.max_refill_rounds, sample=sample,
-                                   next_rows=next_rows, pad_id=tokenizer.pad_token_id,
-                                   agree=distributed.max_across_ranks)
+        kept = select_step_groups(rows, (batch, scored, rewards), mode=cfg.rollout.dynamic_sampling,
+                                  num_prompts=cfg.rollout.num_prompts, max_refill_rounds=cfg.rollout.max_refill_rounds,
+                                  sample=sample, next_rows=next_rows, pad_id=tokenizer.pad_token_id,
+                                  idle_update=update)
         sampling_metrics = kept.metrics
         if kept.batch is None:  # every group had equal rewards: nothing to learn from this step
-            skipped = {**sampling_metrics, "update/skipped": 1.0, **scored.metrics}
-            if distributed.max_across_ranks(0) > 0:  # another rank trains: take part in its collectives
-                with timer("update"):
-                    for _ in range(cfg.trainer.num_iterations):
-                        skipped.update(update_policy(
-                            policy, optimizer, _empty_train_batch(batch), cfg.loss,
-                            temperature=cfg.rollout.temperature, micro_batch_size=cfg.trainer.micro_batch_size,
-                            max_grad_norm=cfg.trainer.max_grad_norm, max_completion_length=cfg.rollout.max_new_tokens))
-            return {**skipped, **{f"time/{k}": v for k, v in timer.seconds.items()}}, []
-        distributed.max_across_ranks(1)  # the same collective as a rank with nothing to train on
+            return {**sampling_metrics, "update/skipped": 1.0, **scored.metrics, **kept.idle_update_metrics,
+                    **{f"time/{k}": v for k, v in timer.seconds.items()}}, []
         rows, batch, scored, rewards = kept.rows, kept.batch, kept.scored, kept.rewards
     P = len(rows)
-    prompts = [_prompt(cfg, row, tokenizer) for row in rows]
-    examples = [row for row in rows for _ in range(G)]
 
+    # 3. pi_old recomputed by the trainer (the sampler's engine, precision or weights may differ),
+    # the rollout correction weights and the sampler/trainer gap metrics
     loss_mask = batch.completion_mask.clone()
     if cfg.reward.mask_truncated:
         loss_mask[batch.truncated] = 0
     old_logprobs, token_weights, gap_metrics = batch.sampler_logprobs, None, {}
     if cfg.trainer.recompute_old_logprobs:
-        # pi_old from the trainer itself: the sampler's engine, precision or weights version may differ
         with timer("recompute"):
             old_logprobs, token_weights, gap_metrics = recomputed_old_logprobs(cfg, policy, batch, loss_mask)
+
+    # 4. reference log-probs (loss.beta > 0), and the KL-in-reward penalty
     ref_logprobs = None
     if reference is not None:
         with timer("reference"):
@@ -223,39 +156,57 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
             rewards = kl_penalized_sequence_rewards(rewards, batch.sampler_logprobs, ref_logprobs,
                                                     batch.completion_mask, cfg.loss.beta)
 
+    # 5. advantages
     with timer("advantages"):
-        step_ends = step_rewards = None
-        if cfg.advantage.mode != "outcome":
-            if scored.step_scores is None:
-                raise ValueError(f"advantage.mode={cfg.advantage.mode!r} needs a verifier that returns step_scores "
-                                 "(e.g. math_steps)")
-            flat_ends = step_ends_for(batch, tokenizer, scored.step_spans)
-            step_ends = [flat_ends[p * G:(p + 1) * G] for p in range(P)]
-            step_rewards = [scored.step_scores[p * G:(p + 1) * G] for p in range(P)]
-        width = batch.completion_ids.shape[1]
-        advantages = token_advantages(
-            rewards.view(P, G), batch.lengths.view(P, G), width, estimator=cfg.advantage.estimator,
-            mode=cfg.advantage.mode, scale=cfg.advantage.scale_rewards, eps=cfg.advantage.eps,
-            step_rewards=step_rewards, step_ends=step_ends, process_weight=cfg.advantage.process_weight,
-        )  # (N, Lc)
+        advantages = _advantages(cfg, tokenizer, batch, scored, rewards.view(P, G))  # (N, Lc)
 
-    train_batch = TrainBatch(batch.prompt_ids, batch.prompt_mask, batch.completion_ids, loss_mask,
-                             old_logprobs, advantages, ref_logprobs, token_weights)
-    update_metrics: dict[str, float] = {}
-    with timer("update"):
-        for _ in range(cfg.trainer.num_iterations):
-            update_metrics = update_policy(
-                policy, optimizer, train_batch, cfg.loss, temperature=cfg.rollout.temperature,
-                micro_batch_size=cfg.trainer.micro_batch_size, max_grad_norm=cfg.trainer.max_grad_norm,
-                max_completion_length=cfg.rollout.max_new_tokens,
-            )
+    # 6. update
+    update_metrics = update(TrainBatch(batch.prompt_ids, batch.prompt_mask, batch.completion_ids, loss_mask,
+                                       old_logprobs, advantages, ref_logprobs, token_weights))
 
-    group_rewards = rewards.view(P, G)
-    primary = scored.scores[:, 0]
-    total_time = sum(timer.seconds.values())
+    # 7. metrics and the sample table
     # off-policy: generation ran in the sampler process, overlapped with the previous update
     generation_seconds = timer.seconds["generation"] if sampled is None else sampled.seconds
     metrics = {
+        **_rollout_metrics(batch, scored, rewards.view(P, G), generated_tokens, generation_seconds, timer),
+        **scored.metrics,
+        **update_metrics,
+        **sampling_metrics,
+        **gap_metrics,
+    }
+    if scored.step_scores is not None:
+        metrics.update(step_metrics(scored.step_scores))
+    samples = [
+        {"prompt": prompt_for(cfg, rows[i // G], tokenizer), "completion": batch.texts[i], "reward": float(rewards[i]),
+         "answer": str(rows[i // G].get("answer", ""))}
+        for i in range(0, len(batch.texts), max(1, G))
+    ][:8]
+    return metrics, samples
+
+
+def _advantages(cfg: Config, tokenizer, batch, scored, group_rewards: torch.Tensor) -> torch.Tensor:
+    """(P, G) rewards (and the verifier's step scores in process modes) -> (N, Lc) token advantages."""
+    P, G = group_rewards.shape
+    step_ends = step_rewards = None
+    if cfg.advantage.mode != "outcome":
+        if scored.step_scores is None:
+            raise ValueError(f"advantage.mode={cfg.advantage.mode!r} needs a verifier that returns step_scores "
+                             "(e.g. math_steps)")
+        flat_ends = step_ends_for(batch, tokenizer, scored.step_spans)
+        step_ends = [flat_ends[p * G:(p + 1) * G] for p in range(P)]
+        step_rewards = [scored.step_scores[p * G:(p + 1) * G] for p in range(P)]
+    return token_advantages(
+        group_rewards, batch.lengths.view(P, G), batch.completion_ids.shape[1], estimator=cfg.advantage.estimator,
+        mode=cfg.advantage.mode, scale=cfg.advantage.scale_rewards, eps=cfg.advantage.eps,
+        step_rewards=step_rewards, step_ends=step_ends, process_weight=cfg.advantage.process_weight,
+    )
+
+
+def _rollout_metrics(batch, scored, group_rewards: torch.Tensor, generated_tokens: int, generation_seconds: float,
+                     timer: StageTimer) -> dict:
+    rewards = group_rewards.reshape(-1)
+    primary = scored.scores[:, 0]
+    return {
         "reward/mean": float(rewards.mean()),
         "reward/std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
         "reward/accuracy": float((primary >= 1.0 - 1e-9).float().mean()),
@@ -266,22 +217,10 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         "completion/truncated_rate": float(batch.truncated.float().mean()),
         "completion/generated_tokens": generated_tokens,
         "tokens_per_second": generated_tokens / max(1e-9, generation_seconds),
-        "update/skipped": 0.0,  # 1.0 on the early return above; averaged over ranks under torchrun
-        "time/step": total_time,
+        "update/skipped": 0.0,  # 1.0 when dynamic sampling kept no group; averaged over ranks under torchrun
+        "time/step": sum(timer.seconds.values()),
         **{f"time/{k}": v for k, v in timer.seconds.items()},
-        **scored.metrics,
-        **update_metrics,
-        **sampling_metrics,
-        **gap_metrics,
     }
-    if scored.step_scores is not None:
-        metrics.update(step_metrics(scored.step_scores))
-    samples = [
-        {"prompt": prompts[i // G], "completion": batch.texts[i], "reward": float(rewards[i]),
-         "answer": str(examples[i].get("answer", ""))}
-        for i in range(0, len(batch.texts), max(1, G))
-    ][:8]
-    return metrics, samples
 
 
 def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: Path | None = None,
@@ -340,20 +279,17 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
                       project=cfg.logging.wandb_project, run_name=cfg.logging.run_name or run_dir.name,
                       progress=cfg.logging.progress and distributed.is_main(), resume=resume)
     (run_dir / "config.json").write_text(json.dumps(config_dict, indent=2, default=str))
-    eval_kwargs = dict(max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-                       chunk_size=cfg.rollout.chunk_size, on_verifier_error=cfg.reward.on_verifier_error,
-                       engine=cfg.rollout.engine, engine_options=_engine_options(cfg))
+    eval_kwargs = eval_settings(cfg)
     pipeline = None
     try:
         if cfg.trainer.off_policy_steps and start_step < cfg.trainer.steps:
             # started before the first evaluation, so the first batches are sampled while it runs
-            pipeline = OffPolicySampler(cfg, policy, tokenizer, lambda row: _prompt(cfg, row, tokenizer),
+            pipeline = OffPolicySampler(cfg, policy, tokenizer, lambda row: prompt_for(cfg, row, tokenizer),
                                         task.sampler.next_rows, start_version=start_step,
                                         pending=trainer_state.get("pipeline"), log=log)
         eval_before = trainer_state.get("eval_before")
         if eval_before is None and cfg.eval.before:
-            eval_before = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers,
-                                   pass_k=cfg.eval.pass_k, pass_k_temperature=cfg.eval.pass_k_temperature, **eval_kwargs)
+            eval_before = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers, **eval_kwargs)
             log(f"before RL: greedy accuracy {eval_before['accuracy']:.3f}  mean reward {eval_before['mean_reward']:.3f}"
                 f"  (n={eval_before['n']})")
             tracker.log(-1, {f"eval/{k}": v for k, v in eval_before.items()}, console=False)
@@ -397,8 +333,7 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
             metrics["lr"] = scheduler.get_last_lr()[0]
             scheduler.step()
             if cfg.eval.every_steps and (step + 1) % cfg.eval.every_steps == 0 and step + 1 < cfg.trainer.steps:
-                periodic = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers,
-                                    pass_k=cfg.eval.pass_k, pass_k_temperature=cfg.eval.pass_k_temperature, **eval_kwargs)
+                periodic = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers, **eval_kwargs)
                 metrics.update({f"eval/{k}": v for k, v in periodic.items()})
             tracker.log(step, metrics)
             if cfg.logging.sample_table_every and step % cfg.logging.sample_table_every == 0:
@@ -422,8 +357,7 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
         if cfg.trainer.steps > start_step or not cfg.checkpoint.every_steps:
             save_checkpoint(run_dir, cfg.trainer.steps, policy, optimizer, scheduler, state(cfg.trainer.steps),
                             config_dict, cfg.checkpoint.keep_last)
-        eval_after = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers,
-                              pass_k=cfg.eval.pass_k, pass_k_temperature=cfg.eval.pass_k_temperature, **eval_kwargs)
+        eval_after = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers, **eval_kwargs)
         tracker.log(cfg.trainer.steps, {f"eval/{k}": v for k, v in eval_after.items()}, console=False)
         if cfg.checkpoint.save_final_model:
             save_final_model(policy, tokenizer, run_dir / "final_model")
@@ -465,39 +399,3 @@ def before_after_table(before: dict | None, after: dict) -> str:
         change = "" if b is None or a is None else (f"{(a - b) * 100:+.1f} pt" if "%" in fmt else f"{a - b:+.3f}")
         lines.append(f"{label:<22}{fmt.format(b) if b is not None else '-':>12}{fmt.format(a):>12}{change:>10}")
     return "\n".join(lines)
-
-
-def evaluate_checkpoint(cfg: Config, checkpoint: Path, log=print) -> dict:
-    """Greedy accuracy (and pass@k with eval.pass_k) of a checkpoint on the held-out split.
-
-    ``checkpoint`` may be a run directory (its latest checkpoint), a ``checkpoints/step-N``
-    directory, or a saved Hugging Face model directory (such as ``final_model``).
-    """
-    checkpoint = Path(checkpoint)
-    if not checkpoint.exists():
-        raise FileNotFoundError(f"--checkpoint: {checkpoint} does not exist")
-    if (checkpoint / "config.json").exists() and not (checkpoint / "model.pt").exists() \
-            and (checkpoint / "tokenizer_config.json").exists():
-        cfg.model.name_or_path = str(checkpoint)
-        step_dir = None
-    else:
-        step_dir = checkpoint if (checkpoint / "model.pt").exists() else latest_checkpoint(checkpoint)
-        if step_dir is None:
-            raise FileNotFoundError(f"--checkpoint: no checkpoint or model in {checkpoint}")
-    seed_everything(cfg.trainer.seed)
-    policy, tokenizer = load_policy(cfg.model, log=log)
-    if step_dir is not None:
-        load_checkpoint(step_dir, policy)
-    task = prepare_task(cfg, tokenizer)
-    verifiers = build_verifiers(cfg.reward.verifiers)
-    try:
-        result = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers,
-                          max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-                          chunk_size=cfg.rollout.chunk_size, pass_k=cfg.eval.pass_k,
-                          pass_k_temperature=cfg.eval.pass_k_temperature,
-                          on_verifier_error=cfg.reward.on_verifier_error, engine=cfg.rollout.engine,
-                          engine_options=_engine_options(cfg))
-    finally:
-        for named in verifiers:
-            named.close()
-    return {"checkpoint": str(step_dir or checkpoint), **result}

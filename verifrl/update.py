@@ -5,7 +5,7 @@ Place in the data flow: ... -> advantages -> **loss -> update** -> logging.
 Rows are sorted by length and cut into micro-batches whose padding columns are trimmed, so a
 CPU never multiplies padding. Gradients are accumulated so that the result equals one
 full-batch step for every loss type whose normaliser is global (grpo, dr_grpo, dapo); bnpo is
-normalised per micro-batch, as in TRL.
+normalised per micro-batch, as in TRL (``verifrl.losses.NORMALISERS``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from transformers import PreTrainedModel
 
 from verifrl import distributed, logprobs
 from verifrl.models import forward_accepts
-from verifrl.losses import policy_loss
+from verifrl.losses import LOSS_AGGREGATIONS, policy_loss
 
 
 @dataclass
@@ -120,10 +120,13 @@ def update_policy(
     entropy_sum, entropy_count = 0.0, 0
     optimizer.zero_grad(set_to_none=True)
     # A row whose advantages are all zero has exactly zero loss gradient unless a KL term is in the
-    # loss (or bnpo's per-micro-batch normaliser sees it): skip its forward/backward entirely.
+    # loss (or a per-micro-batch normaliser, bnpo's, counts its tokens): skip its forward/backward entirely.
+    normaliser = LOSS_AGGREGATIONS.lookup(loss_cfg.type).normaliser
+    # batch_tokens: divided by the whole batch's token count already; the others by their rows
+    batch_normalised = normaliser == "batch_tokens"
     kl_in_loss = loss_cfg.beta > 0 and loss_cfg.kl_placement == "loss" and batch.ref_logprobs is not None
     active = torch.ones(n_local, dtype=torch.bool)
-    if not kl_in_loss and loss_cfg.type != "bnpo":
+    if not kl_in_loss and normaliser != "micro_batch_tokens":
         active = (batch.advantages * batch.completion_mask).abs().sum(1) > 0
         if n_local and not bool(active.any()):
             active[0] = True  # one (zero-gradient) row, so the loss metrics are still computed
@@ -141,15 +144,14 @@ def update_policy(
         )
         logp, entropy = completion_logprobs(model, p_ids, p_mask, c_ids, c_mask, temperature, with_entropy=True)
         device = logp.device
-        kwargs = {}
-        if loss_cfg.type == "dapo":
-            kwargs["num_items_in_batch"] = total_tokens.to(device)
+        kwargs = {"num_items_in_batch": total_tokens.to(device)} if batch_normalised else {}
         loss, metrics = policy_loss(
             logp,
             batch.old_logprobs[rows, :width].to(device),
             batch.advantages[rows, :width].to(device),
             c_mask.to(device),
             loss_type=loss_cfg.type,
+            objective=loss_cfg.objective,
             epsilon_low=loss_cfg.epsilon_low,
             epsilon_high=loss_cfg.epsilon_high,
             delta=loss_cfg.delta,
@@ -161,8 +163,7 @@ def update_policy(
             token_weights=None if batch.token_weights is None else batch.token_weights[rows, :width].to(device),
             **kwargs,
         )
-        # dapo is already normalised by the whole batch's token count; the others by their rows
-        weight = 1.0 if loss_cfg.type == "dapo" else len(rows) / n
+        weight = 1.0 if batch_normalised else len(rows) / n
         (loss * weight).backward()
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + float(value) * len(rows) / max(1, len(active_rows))

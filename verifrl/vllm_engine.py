@@ -30,12 +30,6 @@ import torch
 _ENGINES: dict[tuple, Any] = {}
 
 
-def vllm_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
-
-
 def _engine(model: torch.nn.Module, gpu_memory_utilization: float, sleep: bool, seed: int):
     """The process's vLLM engine for this model directory and dtype, created on first use."""
     path = getattr(model, "name_or_path", None) or model.config._name_or_path

@@ -10,7 +10,7 @@ Place in the data flow: **prompts** (rows with ``prompt`` and ``tests``) -> roll
   ``check(candidate)``) -> our rows, asserts rewritten to call the entry point.
 - :func:`load_code_rows`: either of them from a local JSON/JSONL file or a ``datasets.Dataset``.
 - :func:`toy_code_rows`: seeded one-line arithmetic functions (``def f(x): return 3 * x + 2``).
-- ``python -m data.code mbpp IN.jsonl OUT_DIR``: writes ``OUT_DIR/{train,test}.jsonl`` that the
+- ``python -m verifrl.tasks.code mbpp IN.jsonl OUT_DIR``: writes ``OUT_DIR/{train,test}.jsonl`` that the
   ``json`` data source of a recipe reads (``question_field: prompt``, ``answer_field: tests``).
 
 Every assert is parsed by the verifier's own :func:`verifiers.code.spec.parse_assert`, so a row
@@ -154,7 +154,7 @@ def write_jsonl(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data.code",
+    parser = argparse.ArgumentParser(prog="python -m verifrl.tasks.code",
                                      description="Convert MBPP/HumanEval files into train/test JSONL for the code recipe")
     parser.add_argument("schema", choices=["mbpp", "humaneval", "toy"])
     parser.add_argument("input", help="input .json/.jsonl (ignored for toy)")

@@ -3,7 +3,7 @@
 Place in the data flow: **prompts** -> rollouts -> ...
 
 Sources (``data.source`` in a recipe):
-- ``arithmetic``: the built-in generator (:mod:`data.arithmetic`), no files needed.
+- ``arithmetic``: the built-in generator (:mod:`verifrl.tasks.arithmetic`), no files needed.
 - ``gsm8k``: GSM8K's schema (``question``, ``answer`` ending in ``#### N``); hub ``openai/gsm8k``
   (config ``main``) or a local json/jsonl/parquet file or directory in that schema.
 - ``math``: Hendrycks MATH / MATH-500 schema (``problem``, ``solution`` with a ``\\boxed{}``
@@ -27,7 +27,7 @@ from typing import Any
 
 import datasets
 
-from data.arithmetic import arithmetic_dataset
+from verifrl.tasks.arithmetic import arithmetic_dataset
 
 DEFAULT_HUB_NAMES = {
     "gsm8k": ("openai/gsm8k", "main"),
