@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from verifrl.tasks.arithmetic import generate_problems
 from tests.test_tool_rollout import ids, transcript
@@ -49,7 +50,7 @@ def test_resume_with_tools_is_bitwise_equal_to_a_straight_run(tmp_path, tiny_tok
     resumed = trainer.train(_cfg(4), run_dir=tmp_path / "resumed", resume=True, log=quiet)
 
     def weights(run):
-        return torch.load(tmp_path / run / "checkpoints" / "step-4" / "model.pt", weights_only=True)
+        return load_file(tmp_path / run / "checkpoints" / "step-4" / "model.safetensors")
 
     a, b = weights("straight"), weights("resumed")
     assert all(torch.equal(a[k], b[k]) for k in a)
