@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 
 from verifrl import distributed
-from verifrl.advantages import token_advantages
+from verifrl.advantages import CRITIC_ESTIMATORS, token_advantages
 from verifrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final_model
 from verifrl.config import Config
+from verifrl.critic import Critic, build_critic, critic_step, ppo_advantages
 from verifrl.dynamic_sampling import select_step_groups
 from verifrl.evaluation import eval_settings, evaluate
 from verifrl.groups import build_tools, sample_groups, training_sampling
@@ -89,12 +90,14 @@ class StopTraining(Exception):
 
 
 def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, rows: list[dict],
-            next_rows=None, tools: ToolSet | None = None) -> tuple[dict, list[dict]]:
-    """One GRPO step on a batch of prompt rows; returns its metrics and sample rows for the table.
+            next_rows=None, tools: ToolSet | None = None, critic: Critic | None = None) -> tuple[dict, list[dict]]:
+    """One RL step on a batch of prompt rows; returns its metrics and sample rows for the table.
 
     Stages: sample and score groups -> [dynamic sampling] -> reference log-probs -> advantages ->
     update -> metrics. ``next_rows(n)`` draws more prompts for ``rollout.dynamic_sampling: refill``;
-    ``tools`` are the tools the policy may call (``rollout.tools``).
+    ``tools`` are the tools the policy may call (``rollout.tools``). With a ``critic``
+    (advantage.estimator gae) the advantages come from its values, and it is updated after the
+    policy (only it during ``critic.warmup_steps``).
     """
     timer = StageTimer()
     G = cfg.rollout.group_size
@@ -114,7 +117,7 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
     def update(train_batch: TrainBatch) -> dict[str, float]:
         metrics: dict[str, float] = {}
         with timer("update"):
-            for _ in range(cfg.trainer.num_iterations):
+            for _ in range(cfg.trainer.num_iterations if critic is None or not critic.warming_up else 0):
                 metrics = update_policy(
                     policy, optimizer, train_batch, cfg.loss, temperature=cfg.rollout.temperature,
                     micro_batch_size=cfg.trainer.micro_batch_size, max_grad_norm=cfg.trainer.max_grad_norm,
@@ -145,22 +148,30 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         with timer("reference"):
             ref_logprobs = batched_logprobs(reference, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
                                             batch.completion_mask, cfg.rollout.temperature, cfg.trainer.micro_batch_size)
-        if cfg.loss.kl_placement == "reward":
+        if cfg.loss.kl_placement == "reward" and critic is None:  # gae: per token, in its token rewards
             # PPO/InstructGPT placement: r - beta * sum_t k1, before the group normalisation
             rewards = kl_penalized_sequence_rewards(rewards, batch.sampler_logprobs, ref_logprobs,
                                                     batch.model_mask, cfg.loss.beta)
 
-    # 4. advantages
-    with timer("advantages"):
-        advantages = _advantages(cfg, tokenizer, batch, scored, rewards.view(P, G))  # (N, Lc)
-
-    # 5. update
+    # 4. advantages (with a critic: its values, token rewards, GAE)
     loss_mask = batch.model_mask.clone()  # the policy's own tokens: never a tool observation
     if cfg.reward.mask_truncated:
         loss_mask[batch.truncated] = 0
+    with timer("advantages"):
+        step_scores, step_ends = _step_rewards(cfg, tokenizer, batch, scored)  # [N][K_i] in process modes
+        if critic is None:
+            advantages = _advantages(cfg, batch, rewards.view(P, G), step_scores, step_ends)  # (N, Lc)
+        else:
+            values, advantages, returns = ppo_advantages(critic, cfg, batch, rewards, loss_mask, ref_logprobs,
+                                                         step_scores, step_ends)  # (N, Lc) each
+
+    # 5. update (the policy, then the critic)
     update_metrics = update(TrainBatch(batch.prompt_ids, batch.prompt_mask, batch.completion_ids, loss_mask,
                                        batch.sampler_logprobs, advantages, ref_logprobs,
                                        context_mask=None if batch.tool_mask is None else batch.completion_mask))
+    if critic is not None:
+        with timer("critic"):
+            update_metrics.update(critic_step(critic, batch, loss_mask, values, returns, cfg.trainer.num_iterations))
 
     # 6. metrics and the sample table
     metrics = {
@@ -183,24 +194,31 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
     return metrics, samples
 
 
-def _advantages(cfg: Config, tokenizer, batch, scored, group_rewards: torch.Tensor) -> torch.Tensor:
-    """(P, G) rewards (and the verifier's step scores in process modes) -> (N, Lc) token advantages."""
+def _step_rewards(cfg: Config, tokenizer, batch, scored) -> tuple[list | None, list | None]:
+    """The verifier's step scores and each step's last token, per completion ([N][K_i] each), in
+    the process modes; ``(None, None)`` in outcome mode. Steps never end in tool observation text."""
+    if cfg.advantage.mode == "outcome":
+        return None, None
+    if scored.step_scores is None:
+        raise ValueError(f"advantage.mode={cfg.advantage.mode!r} needs a verifier that returns step_scores "
+                         "(e.g. math_steps)")
+    ends, scores = step_ends_for(batch, tokenizer, scored.step_spans), scored.step_scores
+    if batch.tool_mask is not None:
+        ends, scores = drop_observation_steps(ends, scores, batch.tool_mask)
+    return scores, ends
+
+
+def _advantages(cfg: Config, batch, group_rewards: torch.Tensor, step_scores, step_ends) -> torch.Tensor:
+    """(P, G) rewards (and the step scores in process modes) -> (N, Lc) token advantages."""
     P, G = group_rewards.shape
-    step_ends = step_rewards = None
-    if cfg.advantage.mode != "outcome":
-        if scored.step_scores is None:
-            raise ValueError(f"advantage.mode={cfg.advantage.mode!r} needs a verifier that returns step_scores "
-                             "(e.g. math_steps)")
-        flat_ends = step_ends_for(batch, tokenizer, scored.step_spans)
-        flat_scores = scored.step_scores
-        if batch.tool_mask is not None:  # steps never end in observation text
-            flat_ends, flat_scores = drop_observation_steps(flat_ends, flat_scores, batch.tool_mask)
-        step_ends = [flat_ends[p * G:(p + 1) * G] for p in range(P)]
-        step_rewards = [flat_scores[p * G:(p + 1) * G] for p in range(P)]
+    step_rewards = group_ends = None
+    if step_scores is not None:
+        group_ends = [step_ends[p * G:(p + 1) * G] for p in range(P)]
+        step_rewards = [step_scores[p * G:(p + 1) * G] for p in range(P)]
     return token_advantages(
         group_rewards, batch.lengths.view(P, G), batch.completion_ids.shape[1], estimator=cfg.advantage.estimator,
         mode=cfg.advantage.mode, scale=cfg.advantage.scale_rewards, eps=cfg.advantage.eps,
-        step_rewards=step_rewards, step_ends=step_ends, process_weight=cfg.advantage.process_weight,
+        step_rewards=step_rewards, step_ends=group_ends, process_weight=cfg.advantage.process_weight,
     )
 
 
@@ -282,12 +300,13 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
                                   weight_decay=cfg.trainer.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     check_sampling_memory(cfg, policy, task.longest_prompt_tokens)  # before the first batch is allocated
+    critic = build_critic(cfg, log=log) if cfg.advantage.estimator in CRITIC_ESTIMATORS else None
     config_dict = cfg.to_dict()
 
     start_step, trainer_state = 0, {}
     if resume:
         checkpoint = latest_checkpoint(run_dir)
-        trainer_state = load_checkpoint(checkpoint, policy, optimizer, scheduler)
+        trainer_state = load_checkpoint(checkpoint, policy, optimizer, scheduler, critic=critic)
         task.sampler.load_state_dict(trainer_state["sampler"])
         start_step = trainer_state["step"]
         log(f"resumed from {checkpoint} at step {start_step}")
@@ -332,11 +351,12 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
         for step in range(start_step, cfg.trainer.steps):
             rows = distributed.shard_rows(task.sampler.next_rows(cfg.rollout.num_prompts), cfg.rollout.num_prompts)
             metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, rows,
-                                       next_rows=refill_rows, tools=tools)
+                                       next_rows=refill_rows, tools=tools, critic=critic)
             metrics = distributed.mean_metrics(metrics)  # averaged over data-parallel ranks
             nonfinite_in_a_row = nonfinite_in_a_row + 1 if metrics.get("update/nonfinite_skipped") else 0
             metrics["lr"] = scheduler.get_last_lr()[0]
-            scheduler.step()
+            if not metrics.get("critic/warmup"):  # the policy's schedule starts when the policy does
+                scheduler.step()
             if cfg.eval.every_steps and (step + 1) % cfg.eval.every_steps == 0 and step + 1 < cfg.trainer.steps:
                 periodic = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers, **eval_kwargs)
                 metrics.update({f"eval/{k}": v for k, v in periodic.items()})
@@ -350,7 +370,7 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
             if diverging or (cfg.checkpoint.every_steps and (step + 1) % cfg.checkpoint.every_steps == 0):
                 # diverging: the skipped updates left the weights finite, so they are saved, not lost
                 save_checkpoint(run_dir, step + 1, policy, optimizer, scheduler, state(step + 1), config_dict,
-                                cfg.checkpoint.keep_last, tokenizer=tokenizer)
+                                cfg.checkpoint.keep_last, tokenizer=tokenizer, critic=critic)
             if diverging:
                 raise NonFiniteTraining(
                     f"{nonfinite_in_a_row} updates in a row had a NaN/inf gradient (last at step {step}); they were "
@@ -363,7 +383,7 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
                 break
         if end_step > start_step or not cfg.checkpoint.every_steps:
             save_checkpoint(run_dir, end_step, policy, optimizer, scheduler, state(end_step),
-                            config_dict, cfg.checkpoint.keep_last, tokenizer=tokenizer)
+                            config_dict, cfg.checkpoint.keep_last, tokenizer=tokenizer, critic=critic)
         eval_after = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers, **eval_kwargs)
         tracker.log(end_step, {f"eval/{k}": v for k, v in eval_after.items()}, console=False)
         if cfg.checkpoint.save_final_model:
