@@ -295,6 +295,8 @@ def test_value_model_reads_the_state_before_each_completion_token(tiny_model):
     (["advantage.estimator=ppo"], "advantage.estimator"),
     (["data.difficulties=[0]"], "data.difficulties"),
     (["model.embedded.difficulties=[8]"], "model.embedded.difficulties"),
+    (["advantage.estimator=gae", "critic.model=/nonexistent/critic"], "critic.model: no model directory"),
+    (["advantage.estimator=gae", "critic.model=embedded:tiny-arith"], "critic.model: leave it empty"),
 ])
 def test_config_rejects_bad_credit_assignment_options(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -227,8 +227,8 @@ class RewardConfig:
 @dataclass
 class AdvantageConfig:
     estimator: str = "grpo"
-    """Outcome advantage estimator (``verifrl.advantages.ADVANTAGE_ESTIMATORS``): grpo (group-normalised),
-    rloo, reinforce_pp."""
+    """Advantage estimator (``verifrl.advantages.ADVANTAGE_ESTIMATORS``): grpo (group-normalised),
+    rloo, reinforce_pp (group baselines), or gae (PPO with a critic: ``critic.*``, docs/credit-assignment.md)."""
     mode: str = "outcome"
     """Sequence rewards only, DeepSeekMath process supervision, or both."""
     scale_rewards: str = "group"

@@ -147,6 +147,12 @@ def _check_credit_assignment(cfg: Config) -> None:
                               "(a group with equal rewards still trains the critic and its token advantages)")
         if cfg.advantage.scale_rewards != "group":
             raise ConfigError("advantage.scale_rewards applies to estimator grpo; gae uses advantage.whiten")
+        critic_model = cfg.critic.model
+        if critic_model.startswith("embedded:"):
+            raise ConfigError("critic.model: leave it empty to start the critic from the embedded policy's weights")
+        looks_local = critic_model.startswith(("/", "./", "../", "~")) or Path(critic_model).expanduser().exists()
+        if critic_model and looks_local and not Path(critic_model).expanduser().is_dir():
+            raise ConfigError(f"critic.model: no model directory at {critic_model}")
     elif cfg.critic != CriticConfig():
         raise ConfigError(f"critic.* options need advantage.estimator=gae (got {cfg.advantage.estimator!r})")
 

@@ -336,8 +336,9 @@ def policy_loss(
         ``(loss, metrics)``: the scalar loss to minimise and python floats ``pg_loss`` (the
         aggregated policy term alone), ``clip_frac`` / ``clip_frac_low`` / ``clip_frac_high``
         (fraction of active tokens whose gradient the clip removed: ratio > 1+eps_high with A > 0,
-        or ratio < 1-eps_low with A < 0; for cispo the share whose weight was truncated), ``ratio_mean``, and ``kl`` (masked mean of the KL
-        estimate) when ``beta != 0``; ``dual_clip_frac`` when ``delta`` is set.
+        or ratio < 1-eps_low with A < 0; for cispo the share whose weight was truncated; 0 for
+        sapo), ``ratio_mean``, and ``kl`` (masked mean of the KL estimate) when ``beta != 0``;
+        ``dual_clip_frac`` when ``delta`` is set.
     """
     aggregate = LOSS_AGGREGATIONS.lookup(loss_type)
     surrogate = POLICY_OBJECTIVES.lookup(objective)

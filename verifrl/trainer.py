@@ -299,8 +299,9 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.trainer.lr, betas=cfg.trainer.adam_betas,
                                   weight_decay=cfg.trainer.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    check_sampling_memory(cfg, policy, task.longest_prompt_tokens)  # before the first batch is allocated
-    critic = build_critic(cfg, log=log) if cfg.advantage.estimator in CRITIC_ESTIMATORS else None
+    critic = build_critic(cfg, log=log) if cfg.advantage.estimator in CRITIC_ESTIMATORS else None  # PPO's value model
+    # before the first batch is allocated, after every model's weights (the critic's too) are
+    check_sampling_memory(cfg, policy, task.longest_prompt_tokens)
     config_dict = cfg.to_dict()
 
     start_step, trainer_state = 0, {}
