@@ -168,3 +168,47 @@ def test_critic_update_on_two_gloo_ranks_matches_one_process(tiny_tokenizer):
     # a rank with half the batch alone differs: the test would catch a missing all-reduce
     alone = _update(_critic(tiny_tokenizer), _batch(len(tiny_tokenizer)), torch.arange(0, N, 2))
     assert max(float((alone[k] - expected[k]).abs().max()) for k in expected) > 1e-4
+
+
+# --- tool use with a critic --------------------------------------------------------------------
+
+
+def test_rl_step_with_tools_and_a_critic_gives_observations_no_advantage(tiny_model, tiny_tokenizer, monkeypatch):
+    """A real python tool call inside the completion: the observation tokens are context for the
+    policy and the critic, but get advantage 0; the critic trains on the model's tokens."""
+    from tests.test_tool_rollout import PROMPT_B, transcript
+    from tests.tool_script import ScriptedLM
+    from verifrl import trainer
+    from verifrl.config_loading import load_config
+    from verifrl.groups import build_tools
+    from verifrl.scoring import build_verifiers
+
+    script, _ = transcript(tiny_tokenizer, "3 + 4", "7", "7")
+    policy = ScriptedLM(tiny_tokenizer, {PROMPT_B: script})
+    cfg = load_config("recipes/tiny-arith.yaml", [
+        "rollout.tools=[python]", "rollout.num_prompts=1", "rollout.group_size=2", "rollout.max_new_tokens=40",
+        "reward.overlap_verification=false", "advantage.estimator=gae", "advantage.whiten=false",
+        "trainer.micro_batch_size=0"])
+    captured = {}
+
+    def capture(model, optimizer, batch, *args, **kwargs):
+        captured["batch"] = batch
+        return {}
+
+    monkeypatch.setattr(trainer, "update_policy", capture)
+    torch.manual_seed(0)
+    critic = Critic(ValueModel(tiny_model.base_model, tiny_model.config.hidden_size), cfg.critic, cfg.trainer)
+    torch.nn.init.normal_(critic.model.value_head.weight, std=0.1)
+    tools = build_tools(cfg)
+    try:
+        metrics, _ = trainer.rl_step(cfg, policy, None, tiny_tokenizer, None, build_verifiers(cfg.reward.verifiers),
+                                     [{"question": "Compute 3 + 4.", "answer": "7"}], tools=tools, critic=critic)
+    finally:
+        tools.close()
+    batch = captured["batch"]
+    observation = batch.context_mask.bool() & ~batch.completion_mask.bool()  # (2, Lc)
+    assert int(observation.sum()) > 0
+    assert (batch.advantages[observation] == 0).all()
+    own = batch.completion_mask.bool()
+    assert (batch.advantages[own] != 0).all()  # outcome 1 on the last token, a nonzero critic everywhere
+    assert critic.updates == 1 and metrics["critic/value_loss"] > 0
