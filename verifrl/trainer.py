@@ -1,9 +1,9 @@
 """The GRPO loop. It only orchestrates; every stage is a function in its own module:
 
     prompts (prompts.py) -> rollouts, verifier results, rewards (groups.py: rollout.py, scoring.py,
-    rewards.py) -> [group selection (dynamic_sampling.py)] -> advantages (advantages.py) -> loss ->
-    update (losses.py, update.py) -> logging (tracking.py), with checkpoints (checkpoint.py) and
-    evaluation (evaluation.py).
+    rewards.py) -> [group selection (dynamic_sampling.py)] -> advantages (advantages.py; PPO's
+    critic and GAE: critic.py) -> loss -> update (losses.py, update.py) -> logging (tracking.py),
+    with checkpoints (checkpoint.py) and evaluation (evaluation.py).
 """
 
 from __future__ import annotations
