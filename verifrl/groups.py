@@ -63,19 +63,21 @@ def sample_groups(
     tools: ToolSet | None = None,
     tool_error_penalty: float = 0.0,
     timer: Callable[[str], ContextManager] = _untimed,
+    sampled: RolloutBatch | None = None,
 ) -> SampledGroups:
     """Sample ``group_size`` completions for each of the P ``prompts`` (templated ``rows``) and score them.
 
     ``timer(name)`` wraps the "generation" and "verification" stages (with ``overlap`` the
     generation includes the overlapped checks and verification is only the wait for the rest).
     The other arguments are those of :func:`verifrl.rollout.generate` and
-    :func:`verifrl.scoring.score_rollouts`.
+    :func:`verifrl.scoring.score_rollouts`. ``sampled``: the completions, already sampled elsewhere
+    (the off-policy sampler process, :mod:`verifrl.sampler_process`): they are only scored here.
     """
     examples = [row for row in rows for _ in range(group_size)]
-    scorer = StreamingScorer(verifiers, examples, on_verifier_error) if overlap else None
+    scorer = StreamingScorer(verifiers, examples, on_verifier_error) if overlap and sampled is None else None
     with scorer or nullcontext():
-        with timer("generation"):
-            batch = generate(policy, tokenizer, prompts, group_size=group_size, max_new_tokens=max_new_tokens,
+        with timer("generation") if sampled is None else nullcontext():
+            batch = sampled if sampled is not None else generate(policy, tokenizer, prompts, group_size=group_size, max_new_tokens=max_new_tokens,
                              temperature=temperature, top_p=top_p, top_k=top_k, greedy=greedy,
                              record_logprobs=record_logprobs, chunk_size=chunk_size, engine=engine,
                              on_finished=scorer.submit if scorer else None, stop_check_every=stop_check_every,
