@@ -1,6 +1,7 @@
 """The off-policy pipeline end to end: the default path's numbers unchanged, a run with a sampler
-process (staleness, gap metrics), exact resume after Ctrl-C with no orphan process, and a sampler
-that dies taking the run down with a clear error."""
+process (staleness, gap metrics), exact resume after Ctrl-C with no orphan process (the batches in
+flight kept in the checkpoint's tensor file), SIGTERM, and a sampler that dies taking the run down
+with a clear error."""
 
 import json
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tests.conftest import tiny_model_overrides
 from verifrl.cli import main
@@ -46,7 +48,7 @@ def _steps(run_dir: Path) -> list[dict]:
 
 
 def _weights(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / f"step-{step}" / "model.pt", weights_only=True)
+    return load_file(str(run_dir / "checkpoints" / f"step-{step}" / "model.safetensors"))
 
 
 @pytest.fixture()
@@ -114,10 +116,19 @@ def test_ctrl_c_leaves_no_orphan_and_resume_is_exact(tmp_path, _restore_threads)
     process.send_signal(signal.SIGINT)  # what Ctrl-C sends (to the trainer; the sampler ignores it)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr[-2000:]
-    assert "interrupted" in stderr
+    assert "stopped by SIGINT" in stderr
     assert _gone(sampler.pid), "the sampler process outlived the trainer"
     resumed_from = int(pointer.read_text().split("-")[1])
     assert 0 < resumed_from < steps
+    # in flight at version v: batch v (sampled by version v-1, kept: its tensors in the tensor file)
+    # and batch v+1 (sampled by version v itself: only its prompt rows, it is sampled again)
+    step_dir = stopped / "checkpoints" / f"step-{resumed_from}"
+    in_flight = json.loads((step_dir / "trainer_state.json").read_text())["trainer"]["pipeline"]
+    assert [(e["index"], e["version"], e["batch"] is None) for e in in_flight] == [
+        (resumed_from, resumed_from - 1, False), (resumed_from + 1, resumed_from, True)]
+    tensors = load_file(str(step_dir / "trainer_tensors.safetensors"))
+    assert tensors[f"batch{resumed_from}.completion_ids"].shape[0] == 4 * 4
+    assert len(in_flight[0]["batch"]["texts"]) == 4 * 4 and all(len(e["rows"]) == 4 for e in in_flight)
 
     # a resume without the pipeline drops (and counts) what the checkpoint had sampled ahead
     without = tmp_path / "without"
@@ -135,6 +146,19 @@ def test_ctrl_c_leaves_no_orphan_and_resume_is_exact(tmp_path, _restore_threads)
     for step in range(resumed_from, steps):  # the same batches, sampled by the same versions
         for key in ("reward/mean", "loss", "grad_norm", "offpolicy/log_ratio_abs_mean", "offpolicy/staleness_mean"):
             assert ma[step][key] == mb[step][key], (step, key)
+
+
+def test_sigterm_stops_the_run_with_143_and_no_orphan(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "verifrl",
+                                *_args(tmp_path / "run", "trainer.off_policy_steps=1", steps=50)],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sampler = _sampler_of(process, time.time() + 240)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)  # what a scheduler or `docker stop` sends
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr[-2000:]
+    assert "stopped by SIGTERM" in stderr
+    assert _gone(sampler.pid), "the sampler process outlived the trainer"
 
 
 def test_a_sampler_that_dies_stops_the_run_with_a_clear_error(tmp_path):

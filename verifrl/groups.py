@@ -76,12 +76,15 @@ def sample_groups(
     examples = [row for row in rows for _ in range(group_size)]
     scorer = StreamingScorer(verifiers, examples, on_verifier_error) if overlap and sampled is None else None
     with scorer or nullcontext():
-        with timer("generation") if sampled is None else nullcontext():
-            batch = sampled if sampled is not None else generate(policy, tokenizer, prompts, group_size=group_size, max_new_tokens=max_new_tokens,
-                             temperature=temperature, top_p=top_p, top_k=top_k, greedy=greedy,
-                             record_logprobs=record_logprobs, chunk_size=chunk_size, engine=engine,
-                             on_finished=scorer.submit if scorer else None, stop_check_every=stop_check_every,
-                             engine_options=engine_options, tools=tools)
+        if sampled is not None:
+            batch = sampled
+        else:
+            with timer("generation"):
+                batch = generate(policy, tokenizer, prompts, group_size=group_size, max_new_tokens=max_new_tokens,
+                                 temperature=temperature, top_p=top_p, top_k=top_k, greedy=greedy,
+                                 record_logprobs=record_logprobs, chunk_size=chunk_size, engine=engine,
+                                 on_finished=scorer.submit if scorer else None, stop_check_every=stop_check_every,
+                                 engine_options=engine_options, tools=tools)
         with timer("verification"):
             scored = scorer.result() if scorer else score_rollouts(batch.texts, examples, verifiers, on_verifier_error)
     rewards = scored.rewards.clone()  # (N,)
