@@ -1,5 +1,6 @@
 """Sampler/trainer gap: correction weights (TRL's four modes) by hand, gap and staleness metrics,
-the resolved defaults per engine and dtype, and the config checks."""
+the correction on tool-use rollouts (model tokens only), the resolved defaults per engine and
+dtype, and the config checks."""
 
 import math
 
@@ -9,8 +10,10 @@ import torch
 from verifrl.config import ConfigError
 from verifrl.config_loading import load_config
 from verifrl.losses import policy_loss, rollout_correction_weights
-from verifrl.offpolicy import (correction_metrics, resolve_off_policy, sampler_gap_metrics, stale_groups,
-                               staleness_metrics)
+from verifrl.offpolicy import (correction_metrics, recomputed_old_logprobs, resolve_off_policy, sampler_gap_metrics,
+                               stale_groups, staleness_metrics)
+from verifrl.rollout import RolloutBatch
+from verifrl.update import TrainBatch, completion_logprobs, update_policy
 
 LN = math.log
 NAN = float("nan")
@@ -134,6 +137,7 @@ def test_vllm_always_gets_the_correction():
     (["loss.rollout_correction.mode=clip"], "must be one of"),
     (["trainer.off_policy_steps=-1"], "off_policy_steps must be >= 0"),
     (["trainer.off_policy_steps=1", "rollout.dynamic_sampling=refill"], "refill"),
+    (["trainer.off_policy_steps=1", "rollout.tools=[python]"], "not with rollout.tools"),
 ])
 def test_bad_off_policy_options_are_one_line_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -144,3 +148,41 @@ def test_off_policy_is_refused_under_torchrun(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="torchrun"):
         load_config("recipes/tiny-arith.yaml", ["trainer.off_policy_steps=1"])
+
+
+@pytest.mark.parametrize("mode", ["truncate", "mask"])
+def test_with_tools_the_correction_reads_model_tokens_only(tiny_model, tiny_tokenizer, mode):
+    from tests.test_tool_training import _hand_built
+
+    prompt_ids, prompt_mask, completion, context, tool_mask = _hand_built(tiny_tokenizer)
+    own = context * (~tool_mask).long()  # (2, Lc) model tokens; row 0 holds a 4-token observation
+    n0, n1 = int(own[0].sum()), int(own[1].sum())
+    trainer_logp, _ = completion_logprobs(tiny_model, prompt_ids, prompt_mask, completion, context)
+    trainer_logp = trainer_logp.detach()
+    # the sampler's log-probs: row 0 lower by ln2 / n0 on each model token (its ratio 2), row 1 higher
+    # by ln4 / n1 (ratio 1/4); on the observation tokens off by 5 each: were they counted, row 0's
+    # sequence ratio would be 2 * e^20 and its weight clipped or masked
+    shift = torch.stack([torch.full_like(trainer_logp[0], LN(2) / n0), torch.full_like(trainer_logp[1], -LN(4) / n1)])
+    shift = torch.where(tool_mask, torch.full_like(shift, 5.0), shift)
+    batch = RolloutBatch(prompt_ids, prompt_mask, completion, context, trainer_logp - shift, context.sum(1),
+                         torch.zeros(2, dtype=torch.bool), ["", ""], 2, tool_mask=tool_mask,
+                         tool_calls=torch.tensor([1, 0]), tool_errors=torch.tensor([0, 0]))
+    cfg = load_config("recipes/tiny-arith.yaml", [
+        f"loss.rollout_correction.mode={mode}", "loss.rollout_correction.level=sequence",
+        "loss.rollout_correction.clip_max=3", "rollout.temperature=1.0", "trainer.micro_batch_size=0"])
+    old, weights, metrics = recomputed_old_logprobs(cfg, tiny_model, batch, batch.model_mask)
+    # pi_old is the trainer's forward with the observations in the context
+    torch.testing.assert_close(old * context, trainer_logp * context)
+    expected = torch.stack([torch.full_like(old[0], 2.0), torch.full_like(old[1], 0.25)]) * own
+    torch.testing.assert_close(weights, expected, rtol=1e-4, atol=1e-5)  # 0 on observation tokens
+    assert metrics["offpolicy/log_ratio_abs_max"] == pytest.approx(max(LN(2) / n0, LN(4) / n1), rel=1e-4)
+    assert metrics["offpolicy/correction_zeroed_frac"] == 0.0
+
+    # the update: ratio 1, advantage 1 (garbage on observations), dapo over the model tokens only
+    advantages = torch.where(tool_mask, torch.full_like(old, 100.0), torch.ones_like(old))
+    train_batch = TrainBatch(prompt_ids, prompt_mask, completion, own, old, advantages, context_mask=context,
+                             token_weights=weights)
+    out = update_policy(tiny_model, torch.optim.SGD(tiny_model.parameters(), lr=0.0), train_batch,
+                        cfg.loss, temperature=1.0, micro_batch_size=0, max_grad_norm=0.0, max_completion_length=40)
+    assert cfg.loss.type == "dapo"
+    assert out["pg_loss"] == pytest.approx(-(2.0 * n0 + 0.25 * n1) / (n0 + n1), rel=1e-4)
