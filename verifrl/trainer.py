@@ -92,13 +92,15 @@ class StopTraining(Exception):
 
 
 def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, rows: list[dict],
-            next_rows=None, tools: ToolSet | None = None, sampled: SampledBatch | None = None) -> tuple[dict, list[dict]]:
+            next_rows=None, tools: ToolSet | None = None,
+            sampled: SampledBatch | None = None) -> tuple[dict, list[dict]]:
     """One GRPO step on a batch of prompt rows; returns its metrics and sample rows for the table.
 
     Stages: sample and score groups -> [dynamic sampling] -> [pi_old recomputed, rollout correction]
     -> reference log-probs -> advantages -> update -> metrics. ``next_rows(n)`` draws more prompts
     for ``rollout.dynamic_sampling: refill``; ``tools`` are the tools the policy may call
-    (``rollout.tools``); ``sampled``: the rows' completions, sampled ahead by the off-policy sampler process.
+    (``rollout.tools``); ``sampled``: the rows' completions, sampled ahead by the off-policy sampler
+    process.
     """
     timer = StageTimer()
     G = cfg.rollout.group_size
@@ -410,7 +412,7 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
                 break
         if end_step > start_step or not cfg.checkpoint.every_steps:
             save_step(end_step)  # stopped early: the batches in flight are in it
-        if pipeline is not None:  # sampling is over: the cores go back to the trainer
+        if pipeline is not None:  # sampling is over: the cores go back to the trainer (final evaluation)
             pipeline.close()
             pipeline = None
             torch.set_num_threads(full_threads)
@@ -447,6 +449,7 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
     finally:
         if pipeline is not None:  # an error, Ctrl-C or SIGTERM: stop the sampler process, leave no orphan
             pipeline.close()
+        torch.set_num_threads(full_threads)  # the cores the sampler process had, back to this process
         tracker.close(exit_code)
         for named in verifiers:
             named.close()
