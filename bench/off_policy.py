@@ -1,6 +1,6 @@
 """Synchronous vs off-policy training on the main job: speed and held-out accuracy.
 
-    python bench/off_policy.py                              # 150 steps, seed 0 (~15 min alone on 2 cores)
+    python bench/off_policy.py                              # 150 steps, seed 0 (see below: < 20 min)
     python bench/off_policy.py --steps 400 --seeds 0 1 2    # the full comparison for docs/off-policy.md
     python bench/off_policy.py --steps 30                   # a short look (speed only; accuracy is noise)
 
@@ -17,6 +17,10 @@ training wall time (``train_seconds``: the sampler process's start-up included),
 seeds; ``speedup_steady`` is the ratio of the median per-step times (start-up excluded). The last
 line printed is one JSON object with every number. The machine's other load distorts both runs;
 run it on an idle machine for figures to publish.
+
+Budget of the default: the main job runs 400 steps in about 5 minutes alone on a 2-core machine
+(<= 0.75 s a step, both evaluations included), so the two 150-step runs and their two 500-problem
+evaluations take about 5 minutes there, about 10 on a machine twice as slow.
 """
 
 from __future__ import annotations
