@@ -1,7 +1,7 @@
 """The off-policy pipeline end to end: the default path's numbers unchanged, a run with a sampler
 process (staleness, gap metrics), exact resume after Ctrl-C with no orphan process (the batches in
 flight kept in the checkpoint's tensor file), SIGTERM, and a sampler that dies taking the run down
-with a clear error."""
+with a clear error; an error in the trainer stops the sampler."""
 
 import json
 import os
@@ -171,3 +171,18 @@ def test_a_sampler_that_dies_stops_the_run_with_a_clear_error(tmp_path):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 2, stderr[-2000:]
     assert "verifrl: error: the sampler process died" in stderr
+
+
+def test_an_error_in_the_trainer_stops_the_sampler_process(tmp_path, _restore_threads):
+    from verifrl.config_loading import load_config
+    from verifrl.trainer import train
+
+    args = _args(tmp_path / "run", "trainer.off_policy_steps=1", steps=5)
+    cfg = load_config(args[1], [a for a in args[2:] if "=" in a])
+
+    def fail(step, metrics):
+        raise RuntimeError(f"boom at step {step}")
+
+    with pytest.raises(RuntimeError, match="boom at step 0"):
+        train(cfg, run_dir=tmp_path / "run", log=lambda *_: None, on_step=fail)
+    assert not [c for c in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
