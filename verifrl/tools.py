@@ -26,6 +26,8 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from verifrl.registry import Registry
+
 OUTPUT_OPEN = "```output\n"
 OUTPUT_CLOSE = "\n```\n"
 TRUNCATION_MARKER = "\n...[output truncated]"
@@ -50,7 +52,7 @@ class ToolResult:
     timed-out cell is not replayed)."""
 
 
-TOOLS: dict[str, Callable[..., Any]] = {}
+TOOLS: Registry = Registry("tool", "rollout.tools")
 
 
 def register_tool(name: str) -> Callable:
@@ -58,13 +60,7 @@ def register_tool(name: str) -> Callable:
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise ValueError(f"tool name {name!r} must be lowercase letters, digits and _ (it is a fence language)")
 
-    def decorator(obj: Callable) -> Callable:
-        if name in TOOLS:
-            raise ValueError(f"tool {name!r} is already registered")
-        TOOLS[name] = obj
-        return obj
-
-    return decorator
+    return TOOLS.register(name)
 
 
 def registered_tools() -> list[str]:
@@ -92,9 +88,7 @@ class _FunctionTool:
 
 def build_tool(name: str, **kwargs: Any):
     """An object with ``run_batch(calls)`` and ``close()`` for a registered tool name."""
-    if name not in TOOLS:
-        raise ValueError(f"unknown tool {name!r} (registered: {', '.join(registered_tools())})")
-    obj = TOOLS[name]
+    obj = TOOLS.lookup(name)
     if isinstance(obj, type):
         return obj(**kwargs)
     if kwargs:
