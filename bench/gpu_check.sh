@@ -2,7 +2,7 @@
 # Every GPU check in one run, for a borrowed GPU machine with no network (about 5 minutes):
 #   bench/generation_engines.py and bench/vs_trl.py on a Qwen2.5-0.5B-shaped model (random weights,
 #   bf16), bench/update_memory.py on it, bench/overlap.py with sampling on the GPU, then
-#   tests/test_gpu.py.
+#   tests/test_gpu.py, then the bf16 sampler/trainer gap and the off-policy speedup (bench/off_policy.py).
 # Wheels that machine lacks (trl, datasets and their small deps) may sit in .whl/ (pip download
 # --no-deps); .whl-extra/pyarrow*.whl is installed only if the machine's pyarrow is older than 24.
 # Logs go to $OUT (default /tmp/gpu-check).
@@ -42,3 +42,13 @@ timeout "${OVERLAP_TIMEOUT:-150}" python3 bench/overlap.py --device cuda --steps
 
 timeout "${TESTS_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider -s tests/test_gpu.py 2>&1 \
     | tee "$OUT/test_gpu.log"
+
+# off-policy (docs/off-policy.md): the bf16 sampler/trainer gap of the loop engine on the GPU (5 steps
+# with pi_old recomputed: offpolicy/* from metrics.jsonl), then synchronous vs off_policy_steps=1
+timeout "${GAP_TIMEOUT:-120}" python3 -m verifrl train recipes/tiny-arith.yaml model.device=cuda trainer.steps=5 \
+    trainer.recompute_old_logprobs=true eval.before=false data.num_test=8 checkpoint.save_final_model=false \
+    logging.wandb=disabled logging.progress=false --run-dir /tmp/verifrl-gap-gpu >/dev/null 2>&1
+python3 -c "import json; [print({k: round(v, 6) for k, v in json.loads(l).items() if k.startswith('offpolicy/')}) for l in open('/tmp/verifrl-gap-gpu/metrics.jsonl') if 'offpolicy/log_ratio_abs_mean' in l]" \
+    2>&1 | tee "$OUT/sampler_gap_bf16_gpu.log"
+timeout "${OFF_POLICY_TIMEOUT:-300}" python3 bench/off_policy.py --device cuda --steps 30 2>&1 | tail -1 \
+    | tee "$OUT/off_policy_gpu.log"

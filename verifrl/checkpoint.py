@@ -17,6 +17,8 @@ model directory plus the run's own state beside it, like the Hugging Face Traine
   (``model.safetensors``; under LoRA its adapter and value head), its optimizer
   (``optimizer.pt``, ``weights_only``) and ``critic_state.json`` (its update count), written and
   read by :class:`verifrl.critic.Critic`;
+* ``trainer_tensors.safetensors`` (only when the trainer has tensors to keep): e.g. the off-policy
+  pipeline's batches sampled but not yet trained on, described by ``trainer_state.json``;
 * under ``trainer.parallel: fsdp``, ``distributed/``: the sharded weights and optimizer state in
   ``torch.distributed.checkpoint`` format, each rank writing its own shard, loadable on any number
   of ranks (``model.safetensors`` is then the gathered copy, for other tools).
@@ -46,6 +48,7 @@ from verifrl import distributed, hf_export
 
 _STATE_FILE = "trainer_state.json"  # written last into the staging directory: its presence marks a complete checkpoint
 CRITIC_DIR = "critic"  # PPO's value model, its optimizer and update count (advantage.estimator: gae)
+_TENSORS_FILE = "trainer_tensors.safetensors"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -101,10 +104,14 @@ def _write_weights(model, tokenizer, directory: Path, full_state: dict | None) -
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, trainer_state: dict, config: dict,
-                    keep_last: int = 2, tokenizer=None, critic=None) -> Path | None:
+                    keep_last: int = 2, tokenizer=None, tensors: dict[str, torch.Tensor] | None = None,
+                    critic=None) -> Path | None:
     """Write checkpoint ``step`` atomically and point ``latest`` at it; prune old ones.
     ``critic``: PPO's :class:`verifrl.critic.Critic`, saved into ``critic/`` (replicated on every
     rank, so rank 0's copy is the critic).
+
+    ``trainer_state`` must be JSON; ``tensors`` (named CPU tensors the trainer state refers to) go
+    to ``trainer_tensors.safetensors`` and come back with :func:`load_trainer_tensors`.
 
     Under torchrun every rank must call it (it gathers RNG states, and FSDP shards); rank 0 writes
     and returns the path, the other ranks return None.
@@ -132,6 +139,11 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, train
     if critic is not None:
         critic.save(staging / CRITIC_DIR)
     (staging / "verifrl_config.json").write_text(json.dumps(config, indent=2, default=str))
+    if tensors:
+        from safetensors.torch import save_file
+
+        save_file({name: t.detach().cpu().contiguous().clone() for name, t in tensors.items()},
+                  str(staging / _TENSORS_FILE))
     (staging / _STATE_FILE).write_text(json.dumps({"step": step, "trainer": trainer_state}, indent=2))
     for file in staging.rglob("*"):
         if file.is_file():
@@ -257,6 +269,16 @@ def load_checkpoint(path: Path, model, optimizer=None, scheduler=None, critic=No
         set_rng_state(rng["ranks"][distributed.rank() if same_world else 0])
     state = json.loads((path / _STATE_FILE).read_text())
     return {"step": state["step"], **state["trainer"]}
+
+
+def load_trainer_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The named tensors :func:`save_checkpoint` kept beside the trainer state ({} when none)."""
+    file = Path(path) / _TENSORS_FILE
+    if not file.is_file():
+        return {}
+    from safetensors.torch import load_file
+
+    return load_file(str(file))
 
 
 def save_final_model(model, tokenizer, path: Path, log=print) -> None:

@@ -119,6 +119,7 @@ def _run(args) -> int:
     from verifrl.memory import SamplingMemoryError
     from verifrl.tasks.loaders import DataError
     from verifrl.models import ModelLoadError
+    from verifrl.sampler_process import SamplerProcessError
     from verifrl.samplers import NonFiniteLogits
     from verifrl.tracking import TrackerError
 
@@ -156,7 +157,7 @@ def _run(args) -> int:
             result = evaluate_checkpoint(cfg, Path(args.checkpoint))
             print(json.dumps(result))
     except (ModelLoadError, FileNotFoundError, DataError, NonFiniteLogits, SamplingMemoryError,
-            TrackerError) as err:
+            TrackerError, SamplerProcessError) as err:
         return _fail(str(err))
     return 0
 

@@ -266,6 +266,21 @@ class CriticConfig:
 
 
 @dataclass
+class RolloutCorrectionConfig:
+    mode: Literal["auto", "none", "truncate", "mask"] = "auto"
+    """Weight each token's policy-gradient term by pi_old / pi_sampler (needs pi_old recomputed):
+    ``truncate`` clamps the ratio to [clip_min, clip_max], ``mask`` zeroes it outside, ``none`` off.
+    ``auto``: mask when the sampler's log-probs differ from the trainer's (rollout.engine=vllm,
+    bf16/fp16 weights, trainer.off_policy_steps > 0), none for a float32 loop/hf/cb sampler."""
+    level: Literal["token", "sequence"] = "sequence"
+    """One ratio per token, or one per row (the product of its token ratios) for all its tokens."""
+    clip_min: float | None = None
+    """Lower bound of the ratio (None: no bound)."""
+    clip_max: float | None = 3.0
+    """Upper bound of the ratio (None: no bound); TRL's default 3."""
+
+
+@dataclass
 class LossConfig:
     type: str = "dapo"
     """Token-loss aggregation (``verifrl.losses.LOSS_AGGREGATIONS``): grpo per-sequence mean; dapo/bnpo
@@ -293,6 +308,8 @@ class LossConfig:
     """objective sapo: gate temperature of tokens with a positive advantage (TRL default)."""
     sapo_temperature_neg: float = 1.05
     """objective sapo: gate temperature of the other tokens (TRL default; higher fades faster)."""
+    rollout_correction: RolloutCorrectionConfig = field(default_factory=RolloutCorrectionConfig)
+    """Importance correction for the gap between the sampler and the trainer (docs/off-policy.md)."""
 
 
 @dataclass
@@ -324,6 +341,15 @@ class TrainerConfig:
     """torch CPU threads (0: leave torch's default)."""
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """torchrun: ddp (full copy per rank, gradient all-reduce) or fsdp (FSDP2: weights/grads/optimizer sharded)."""
+    recompute_old_logprobs: bool | None = None
+    """Recompute pi_old with a no-grad trainer forward before the update, and log the sampler/trainer
+    gap (``offpolicy/*``). None: on when a rollout correction or off_policy_steps needs it."""
+    off_policy_steps: int = 0
+    """Sample the batch of step k+N with step k's weights in a separate sampler process while the
+    trainer updates (0: sample and update in turn, on one set of weights). docs/off-policy.md."""
+    sampler_threads: int = 0
+    """off_policy_steps > 0 on a CPU: torch threads of the sampler process (0: half the cores); the
+    trainer gets the other cores unless trainer.threads is set."""
 
 
 @dataclass

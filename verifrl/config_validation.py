@@ -147,6 +147,9 @@ def _check_credit_assignment(cfg: Config) -> None:
                               "(a group with equal rewards still trains the critic and its token advantages)")
         if cfg.advantage.scale_rewards != "group":
             raise ConfigError("advantage.scale_rewards applies to estimator grpo; gae uses advantage.whiten")
+        if cfg.trainer.off_policy_steps:
+            raise ConfigError(f"advantage.estimator={cfg.advantage.estimator} does not support trainer.off_policy_steps "
+                              "yet (the critic trains in the on-policy step only)")
         critic_model = cfg.critic.model
         if critic_model.startswith("embedded:"):
             raise ConfigError("critic.model: leave it empty to start the critic from the embedded policy's weights")
@@ -159,6 +162,33 @@ def _check_credit_assignment(cfg: Config) -> None:
 
 def _finite(*values: float | None) -> bool:
     return all(v is None or math.isfinite(v) for v in values)
+
+
+def _check_off_policy(cfg: Config) -> None:
+    """Rollout correction and the off-policy pipeline: combinations that cannot work."""
+    correction = cfg.loss.rollout_correction
+    for name in ("clip_min", "clip_max"):
+        bound = getattr(correction, name)
+        if bound is not None and bound <= 0:
+            raise ConfigError(f"loss.rollout_correction.{name} must be > 0 (a bound on a ratio) or null")
+    if correction.clip_min is not None and correction.clip_max is not None and correction.clip_min > correction.clip_max:
+        raise ConfigError("loss.rollout_correction.clip_min must be <= clip_max")
+    if correction.mode in ("truncate", "mask") and cfg.trainer.recompute_old_logprobs is False:
+        raise ConfigError(f"loss.rollout_correction.mode={correction.mode} compares the sampler with a recomputed "
+                          "pi_old: it needs trainer.recompute_old_logprobs (true or null)")
+    if not cfg.trainer.off_policy_steps:
+        return
+    if cfg.rollout.dynamic_sampling == "refill":
+        raise ConfigError("trainer.off_policy_steps > 0 samples ahead of the rewards: rollout.dynamic_sampling=refill "
+                          "cannot ask for more prompts (use drop or off)")
+    if cfg.rollout.engine == "vllm":
+        raise ConfigError("trainer.off_policy_steps > 0 runs its own sampler process: not with rollout.engine=vllm")
+    if cfg.rollout.tools:
+        raise ConfigError("trainer.off_policy_steps > 0 samples in a process without the tool sandboxes: not with "
+                          "rollout.tools (the rollout correction and trainer.recompute_old_logprobs work with tools)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("trainer.off_policy_steps > 0 is single-process for now: not under torchrun "
+                          "(docs/off-policy.md describes the sampler/trainer rank split)")
 
 
 def validate(cfg: Config) -> None:
@@ -216,6 +246,8 @@ def validate(cfg: Config) -> None:
         (cfg.reward.max_abs_score > 0, "reward.max_abs_score must be > 0"),
         (0 <= cfg.reward.warn_error_rate <= 1, "reward.warn_error_rate must be in [0, 1]"),
         (cfg.rollout.max_memory_gb >= 0, "rollout.max_memory_gb must be >= 0 (0: the device's free memory)"),
+        (cfg.trainer.off_policy_steps >= 0, "trainer.off_policy_steps must be >= 0"),
+        (cfg.trainer.sampler_threads >= 0, "trainer.sampler_threads must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:
@@ -233,6 +265,7 @@ def validate(cfg: Config) -> None:
         _check_vllm(cfg)
     if cfg.rollout.tools or cfg.rollout.tool_options:
         _check_tools(cfg)
+    _check_off_policy(cfg)
     model = cfg.model.name_or_path
     looks_local = model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().exists()
     if not model.startswith("embedded:") and looks_local and not Path(model).expanduser().is_dir():

@@ -63,23 +63,28 @@ def sample_groups(
     tools: ToolSet | None = None,
     tool_error_penalty: float = 0.0,
     timer: Callable[[str], ContextManager] = _untimed,
+    sampled: RolloutBatch | None = None,
 ) -> SampledGroups:
     """Sample ``group_size`` completions for each of the P ``prompts`` (templated ``rows``) and score them.
 
     ``timer(name)`` wraps the "generation" and "verification" stages (with ``overlap`` the
     generation includes the overlapped checks and verification is only the wait for the rest).
     The other arguments are those of :func:`verifrl.rollout.generate` and
-    :func:`verifrl.scoring.score_rollouts`.
+    :func:`verifrl.scoring.score_rollouts`. ``sampled``: the completions, already sampled elsewhere
+    (the off-policy sampler process, :mod:`verifrl.sampler_process`): they are only scored here.
     """
     examples = [row for row in rows for _ in range(group_size)]
-    scorer = StreamingScorer(verifiers, examples, on_verifier_error) if overlap else None
+    scorer = StreamingScorer(verifiers, examples, on_verifier_error) if overlap and sampled is None else None
     with scorer or nullcontext():
-        with timer("generation"):
-            batch = generate(policy, tokenizer, prompts, group_size=group_size, max_new_tokens=max_new_tokens,
-                             temperature=temperature, top_p=top_p, top_k=top_k, greedy=greedy,
-                             record_logprobs=record_logprobs, chunk_size=chunk_size, engine=engine,
-                             on_finished=scorer.submit if scorer else None, stop_check_every=stop_check_every,
-                             engine_options=engine_options, tools=tools)
+        if sampled is not None:
+            batch = sampled
+        else:
+            with timer("generation"):
+                batch = generate(policy, tokenizer, prompts, group_size=group_size, max_new_tokens=max_new_tokens,
+                                 temperature=temperature, top_p=top_p, top_k=top_k, greedy=greedy,
+                                 record_logprobs=record_logprobs, chunk_size=chunk_size, engine=engine,
+                                 on_finished=scorer.submit if scorer else None, stop_check_every=stop_check_every,
+                                 engine_options=engine_options, tools=tools)
         with timer("verification"):
             scored = scorer.result() if scorer else score_rollouts(batch.texts, examples, verifiers, on_verifier_error)
     rewards = scored.rewards.clone()  # (N,)

@@ -47,6 +47,8 @@ KL_ESTIMATORS: Registry = Registry("KL estimator", "loss.kl_estimator")
 IMPORTANCE_LEVELS: Registry = Registry("importance level", "loss.importance_level")
 POLICY_OBJECTIVES: Registry = Registry("policy objective", "loss.objective")
 LOSS_AGGREGATIONS: Registry = Registry("loss aggregation", "loss.type")
+ROLLOUT_CORRECTION_MODES = ("none", "truncate", "mask")
+ROLLOUT_CORRECTION_LEVELS = ("token", "sequence")
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
@@ -203,6 +205,64 @@ def _sapo(ratio: Tensor, log_ratio: Tensor, adv: Tensor, *,
     return per_token, {"clip_frac_low": none, "clip_frac_high": none, "clip_frac": none}
 
 
+def rollout_correction_weights(
+    old_logp: Tensor,
+    sampler_logp: Tensor,
+    mask: Tensor,
+    *,
+    mode: str,
+    level: str = "sequence",
+    clip_min: float | None = None,
+    clip_max: float | None = None,
+) -> Tensor:
+    """Importance weights pi_old / pi_sampler that correct for the sampler not being the trainer.
+
+    The sampler (another engine, bf16 kernels, or weights some versions old) drew the tokens, the
+    trainer's pi_old scores them; the policy-gradient term of each token is multiplied by the
+    returned weight (TRL's ``vllm_importance_sampling_*``, AReaL's behaviour weight)::
+
+        token:    rho_t = exp(old_t - sampler_t)
+        sequence: rho_t = exp(sum_s (old_s - sampler_s)) for every token t of the row
+        truncate: w = clamp(rho, clip_min, clip_max)        (truncated IS, TIS)
+        mask:     w = rho inside [clip_min, clip_max], else 0  (masked IS, MIS / IcePop)
+        none:     w = 1
+
+    A missing bound (None) is no bound. The weights carry no gradient.
+
+    Args:
+        old_logp: (B, T) trainer log-probs of the sampled tokens (pi_old, recomputed).
+        sampler_logp: (B, T) log-probs the sampler recorded for the same tokens.
+        mask: (B, T) 1 on tokens that enter the loss; the sequence ratio sums over these only.
+        mode: one of ``ROLLOUT_CORRECTION_MODES``.
+        level: one of ``ROLLOUT_CORRECTION_LEVELS``.
+
+    Returns:
+        (B, T) weights, 0 on masked-out positions (garbage there, NaN included, is ignored).
+    """
+    if mode not in ROLLOUT_CORRECTION_MODES:
+        raise ValueError(f"unknown rollout correction mode {mode!r}; valid: {', '.join(ROLLOUT_CORRECTION_MODES)}")
+    if level not in ROLLOUT_CORRECTION_LEVELS:
+        raise ValueError(f"unknown rollout correction level {level!r}; valid: {', '.join(ROLLOUT_CORRECTION_LEVELS)}")
+    keep = mask.bool()  # (B, T)
+    zero = torch.zeros_like(old_logp, dtype=torch.float32)
+    if mode == "none":
+        return torch.where(keep, torch.ones_like(zero), zero)
+    log_rho = torch.where(keep, old_logp.detach().float() - sampler_logp.detach().float(), zero)  # (B, T)
+    if level == "sequence":
+        log_rho = log_rho.sum(-1, keepdim=True).expand_as(log_rho)  # (B, T), one value per row
+    rho = torch.exp(log_rho)  # (B, T)
+    if mode == "truncate":
+        weights = torch.clamp(rho, min=clip_min, max=clip_max) if (clip_min, clip_max) != (None, None) else rho
+    else:
+        outside = torch.zeros_like(keep)
+        if clip_min is not None:
+            outside |= rho < clip_min
+        if clip_max is not None:
+            outside |= rho > clip_max
+        weights = rho.masked_fill(outside, 0.0)
+    return torch.where(keep, weights, zero)
+
+
 # --- token-loss aggregation -------------------------------------------------------------------
 # Each aggregation maps (per_token_loss (B, T) with zeros on padding, mask (B, T) bool, options)
 # to a scalar. They differ only in the normaliser, which decides how a token's gradient is
@@ -301,6 +361,7 @@ def policy_loss(
     max_completion_length: int | None = None,
     num_items_in_batch: Tensor | int | None = None,
     sapo_temperatures: tuple[float, float] = (1.0, 1.05),
+    token_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Policy-gradient loss (PPO clipped surrogate or CISPO) with optional KL to a reference policy.
 
@@ -331,6 +392,8 @@ def policy_loss(
         num_items_in_batch: active-token count of the whole batch for ``dapo`` under gradient
             accumulation.
         sapo_temperatures: ``(tau_pos, tau_neg)`` of the ``sapo`` gate (TRL defaults 1.0, 1.05).
+        token_weights: (B, T) constants multiplying each token's policy-gradient term (not the KL
+            term, not the normaliser), e.g. :func:`rollout_correction_weights`; None: all 1.
 
     Returns:
         ``(loss, metrics)``: the scalar loss to minimise and python floats ``pg_loss`` (the
@@ -365,6 +428,8 @@ def policy_loss(
     ratio = torch.exp(log_ratio)  # (B, T)
     pg_per_token, counted = surrogate(ratio, log_ratio, adv, epsilon_low=epsilon_low, epsilon_high=eps_high,
                                       delta=delta, logp=logp_, sapo_temperatures=sapo_temperatures)  # (B, T)
+    if token_weights is not None:  # the sampler/trainer correction, a separate factor (as TRL)
+        pg_per_token = pg_per_token * torch.where(keep, token_weights.detach().to(logp.dtype), zero)
     pg_per_token = torch.where(keep, pg_per_token, zero)
 
     options = {"max_completion_length": max_completion_length, "num_items_in_batch": num_items_in_batch}

@@ -144,7 +144,8 @@ def sample_continuous_batching(model, enc, eos_ids, pad_id, max_new_tokens, temp
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, eos_token_id=sorted(eos_ids),
                               pad_token_id=pad_id, **sampling)
     rows = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"].cpu(), enc["attention_mask"].cpu())]
-    outputs = model.generate_batch(inputs=rows, generation_config=config, progress_bar=False)
+    outputs = model.generate_batch(inputs=rows, generation_config=config, progress_bar=False,
+                                   **_paged_cache_for(rows, max_new_tokens, next(model.parameters()).device))
     # request ids are "req_<index in inputs>"; identical prompts make prompt_ids useless as a key
     ordered = sorted(outputs.values(), key=lambda out: int(str(out.request_id).rsplit("_", 1)[-1]))
     if len(ordered) != len(rows) or any(out.error for out in ordered):
@@ -164,6 +165,27 @@ def sample_continuous_batching(model, enc, eos_ids, pad_id, max_new_tokens, temp
         logprobs = completion_logprobs(model, prompt_ids.to(device), prompt_mask.to(device), completion.to(device),
                                        torch.ones_like(completion).to(device), temperature)[0].float().cpu()
     return completion, logprobs
+
+
+def _paged_cache_for(rows: list[list[int]], max_new_tokens: int, device: torch.device) -> dict:
+    """The paged KV cache sized to what these rows can use, not to the device's free memory.
+
+    Left to itself, transformers sizes the cache (and its attention masks) from a share of the
+    device's total memory: on a CPU that is a share of system RAM, 14 GB for two 12-token rows.
+    Every row fits at once here: its prompt plus ``max_new_tokens``, in pages of 64 tokens.
+    """
+    try:
+        from transformers import ContinuousBatchingConfig
+    except ImportError:  # older transformers size the cache from the generation config alone
+        return {}
+    page = 64
+    longest = max(len(row) for row in rows) + max_new_tokens
+    blocks = len(rows) * -(-longest // page)
+    batch_tokens = None  # transformers' default on an accelerator
+    if device.type == "cpu":  # the masks cost batch_tokens x cache tokens floats: keep them small
+        batch_tokens = max(longest, min(2048, sum(len(row) for row in rows) + len(rows)))
+    return {"continuous_batching_config": ContinuousBatchingConfig(page_size=page, num_blocks=blocks,
+                                                                   max_batch_tokens=batch_tokens)}
 
 
 def _filter_top_k_top_p(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:

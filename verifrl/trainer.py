@@ -19,7 +19,8 @@ import torch
 
 from verifrl import distributed
 from verifrl.advantages import CRITIC_ESTIMATORS, token_advantages
-from verifrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final_model
+from verifrl.checkpoint import (latest_checkpoint, load_checkpoint, load_trainer_tensors, save_checkpoint,
+                                save_final_model)
 from verifrl.config import Config
 from verifrl.critic import Critic, build_critic, critic_step, ppo_advantages
 from verifrl.dynamic_sampling import select_step_groups
@@ -27,9 +28,11 @@ from verifrl.evaluation import eval_settings, evaluate
 from verifrl.groups import build_tools, sample_groups, training_sampling
 from verifrl.memory import check_sampling_memory
 from verifrl.models import load_policy, reference_model, seed_everything
+from verifrl.offpolicy import recomputed_old_logprobs, resolve_off_policy
 from verifrl.prompts import prepare_task, prompt_for
 from verifrl.rewards import kl_penalized_sequence_rewards
 from verifrl.rundir import claim_run_dir, truncate_step_logs
+from verifrl.sampler_process import OffPolicySampler, SampledBatch, reserve_sampler_cores, rows_sampled_ahead
 from verifrl.scoring import build_verifiers, rate_warnings, step_metrics
 from verifrl.segments import drop_observation_steps, step_end_tokens, token_char_offsets
 from verifrl.tool_session import ToolSet, tool_metrics
@@ -90,14 +93,16 @@ class StopTraining(Exception):
 
 
 def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, rows: list[dict],
-            next_rows=None, tools: ToolSet | None = None, critic: Critic | None = None) -> tuple[dict, list[dict]]:
+            next_rows=None, tools: ToolSet | None = None, sampled: SampledBatch | None = None,
+            critic: Critic | None = None) -> tuple[dict, list[dict]]:
     """One RL step on a batch of prompt rows; returns its metrics and sample rows for the table.
 
-    Stages: sample and score groups -> [dynamic sampling] -> reference log-probs -> advantages ->
-    update -> metrics. ``next_rows(n)`` draws more prompts for ``rollout.dynamic_sampling: refill``;
-    ``tools`` are the tools the policy may call (``rollout.tools``). With a ``critic``
-    (advantage.estimator gae) the advantages come from its values, and it is updated after the
-    policy (only it during ``critic.warmup_steps``).
+    Stages: sample and score groups -> [dynamic sampling] -> [pi_old recomputed, rollout correction]
+    -> reference log-probs -> advantages -> update -> metrics. ``next_rows(n)`` draws more prompts
+    for ``rollout.dynamic_sampling: refill``; ``tools`` are the tools the policy may call
+    (``rollout.tools``); ``sampled``: the rows' completions, sampled ahead by the off-policy sampler
+    process. With a ``critic`` (advantage.estimator gae) the advantages come from its values, and
+    it is updated after the policy (only it during ``critic.warmup_steps``).
     """
     timer = StageTimer()
     G = cfg.rollout.group_size
@@ -106,11 +111,11 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         overlap = next(policy.parameters()).device.type == "cuda"
     generated_tokens = 0  # over every generation round of the step (refill rounds too)
 
-    def sample(rows: list[dict]):
+    def sample(rows: list[dict], presampled=None):
         nonlocal generated_tokens
         prompts = [prompt_for(cfg, row, tokenizer) for row in rows]
         groups = sample_groups(policy, tokenizer, prompts, rows, verifiers, **training_sampling(cfg),
-                               overlap=overlap, tools=tools, timer=timer)
+                               overlap=overlap, tools=tools, timer=timer, sampled=presampled)
         generated_tokens += int(groups.batch.model_lengths.sum())
         return groups.batch, groups.scored, groups.rewards
 
@@ -126,7 +131,7 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         return metrics
 
     # 1. prompts -> G completions each -> verifier results -> rewards
-    batch, scored, rewards = sample(rows)
+    batch, scored, rewards = sample(rows, None if sampled is None else sampled.batch)
 
     # 2. dynamic sampling: keep the informative groups (refill: sample more)
     sampling_metrics: dict[str, float] = {}
@@ -142,7 +147,17 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         rows, batch, scored, rewards = kept.rows, kept.batch, kept.scored, kept.rewards
     P = len(rows)
 
-    # 3. reference log-probs (loss.beta > 0), and the KL-in-reward penalty
+    # 3. pi_old recomputed by the trainer (the sampler's engine, precision or weights may differ),
+    # the rollout correction weights and the sampler/trainer gap metrics
+    loss_mask = batch.model_mask.clone()  # the policy's own tokens: never a tool observation
+    if cfg.reward.mask_truncated:
+        loss_mask[batch.truncated] = 0
+    old_logprobs, token_weights, gap_metrics = batch.sampler_logprobs, None, {}
+    if cfg.trainer.recompute_old_logprobs:
+        with timer("recompute"):
+            old_logprobs, token_weights, gap_metrics = recomputed_old_logprobs(cfg, policy, batch, loss_mask)
+
+    # 4. reference log-probs (loss.beta > 0), and the KL-in-reward penalty
     ref_logprobs = None
     if reference is not None:
         with timer("reference"):
@@ -153,10 +168,7 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
             rewards = kl_penalized_sequence_rewards(rewards, batch.sampler_logprobs, ref_logprobs,
                                                     batch.model_mask, cfg.loss.beta)
 
-    # 4. advantages (with a critic: its values, token rewards, GAE)
-    loss_mask = batch.model_mask.clone()  # the policy's own tokens: never a tool observation
-    if cfg.reward.mask_truncated:
-        loss_mask[batch.truncated] = 0
+    # 5. advantages (with a critic: its values, token rewards, GAE)
     with timer("advantages"):
         step_scores, step_ends = _step_rewards(cfg, tokenizer, batch, scored)  # [N][K_i] in process modes
         if critic is None:
@@ -165,21 +177,25 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
             values, advantages, returns = ppo_advantages(critic, cfg, batch, rewards, loss_mask, ref_logprobs,
                                                          step_scores, step_ends)  # (N, Lc) each
 
-    # 5. update (the policy, then the critic)
+    # 6. update (the policy, then the critic)
     update_metrics = update(TrainBatch(batch.prompt_ids, batch.prompt_mask, batch.completion_ids, loss_mask,
-                                       batch.sampler_logprobs, advantages, ref_logprobs,
-                                       context_mask=None if batch.tool_mask is None else batch.completion_mask))
+                                       old_logprobs, advantages, ref_logprobs,
+                                       context_mask=None if batch.tool_mask is None else batch.completion_mask,
+                                       token_weights=token_weights))
     if critic is not None:
         with timer("critic"):
             update_metrics.update(critic_step(critic, batch, loss_mask, values, returns, cfg.trainer.num_iterations))
 
-    # 6. metrics and the sample table
+    # 7. metrics and the sample table
+    # off-policy: generation ran in the sampler process, overlapped with the previous update
+    generation_seconds = timer.seconds["generation"] if sampled is None else sampled.seconds
     metrics = {
-        **_rollout_metrics(batch, scored, rewards.view(P, G), generated_tokens, timer),
+        **_rollout_metrics(batch, scored, rewards.view(P, G), generated_tokens, generation_seconds, timer),
         **scored.metrics,
         **update_metrics,
         **sampling_metrics,
         **tool_metrics(batch),
+        **gap_metrics,
     }
     if batch.tool_mask is not None:
         metrics["time/tools"] = batch.tool_seconds  # inside time/generation
@@ -222,7 +238,8 @@ def _advantages(cfg: Config, batch, group_rewards: torch.Tensor, step_scores, st
     )
 
 
-def _rollout_metrics(batch, scored, group_rewards: torch.Tensor, generated_tokens: int, timer: StageTimer) -> dict:
+def _rollout_metrics(batch, scored, group_rewards: torch.Tensor, generated_tokens: int, generation_seconds: float,
+                     timer: StageTimer) -> dict:
     rewards = group_rewards.reshape(-1)
     primary = scored.scores[:, 0]
     return {
@@ -235,7 +252,7 @@ def _rollout_metrics(batch, scored, group_rewards: torch.Tensor, generated_token
         "completion/min_length": int(batch.lengths.min()),
         "completion/truncated_rate": float(batch.truncated.float().mean()),
         "completion/generated_tokens": generated_tokens,
-        "tokens_per_second": generated_tokens / max(1e-9, timer.seconds["generation"]),
+        "tokens_per_second": generated_tokens / max(1e-9, generation_seconds),
         "update/skipped": 0.0,  # 1.0 when dynamic sampling kept no group; averaged over ranks under torchrun
         "time/step": sum(timer.seconds.values()),
         **{f"time/{k}": v for k, v in timer.seconds.items()},
@@ -278,6 +295,8 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
     if distributed.is_main():
         distributed.barrier()
     distributed.broadcast_parameters(policy)  # every rank starts from rank 0's weights
+    resolve_off_policy(cfg, next(policy.parameters()).dtype)  # auto correction / recomputation -> on or off
+    full_threads = reserve_sampler_cores(cfg, next(policy.parameters()).device)  # off_policy_steps on a CPU
     task = prepare_task(cfg, tokenizer)
     for note in task.notes:
         log(note)
@@ -304,10 +323,11 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
     check_sampling_memory(cfg, policy, task.longest_prompt_tokens)
     config_dict = cfg.to_dict()
 
-    start_step, trainer_state = 0, {}
+    start_step, trainer_state, pending_tensors = 0, {}, {}
     if resume:
         checkpoint = latest_checkpoint(run_dir)
         trainer_state = load_checkpoint(checkpoint, policy, optimizer, scheduler, critic=critic)
+        pending_tensors = load_trainer_tensors(checkpoint)  # the off-policy batches in flight, if any
         task.sampler.load_state_dict(trainer_state["sampler"])
         start_step = trainer_state["step"]
         log(f"resumed from {checkpoint} at step {start_step}")
@@ -328,7 +348,14 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
         (run_dir / "config.json").write_text(json.dumps(config_dict, indent=2, default=str))
     exit_code = 1
     eval_kwargs = {**eval_settings(cfg), "tools": tools}
+    pipeline = None
     try:
+        if cfg.trainer.off_policy_steps and start_step < cfg.trainer.steps:
+            # started before the first evaluation, so the first batches are sampled while it runs
+            pipeline = OffPolicySampler(cfg, policy, tokenizer, lambda row: prompt_for(cfg, row, tokenizer),
+                                        task.sampler.next_rows, start_version=start_step,
+                                        pending=trainer_state.get("pipeline"), pending_tensors=pending_tensors,
+                                        log=log)
         eval_before = trainer_state.get("eval_before")
         if eval_before is None and cfg.eval.before:
             eval_before = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers, **eval_kwargs)
@@ -342,6 +369,12 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
             return {"sampler": task.sampler.state_dict(), "eval_before": eval_before,
                     "train_seconds": prior_seconds + time.time() - train_start}
 
+        def save_step(step: int) -> None:
+            # batches sampled ahead: kept (their tensors in the checkpoint) or re-sampled on resume
+            in_flight, tensors = pipeline.state_dict(step) if pipeline else (None, None)
+            save_checkpoint(run_dir, step, policy, optimizer, scheduler, {**state(step), "pipeline": in_flight},
+                            config_dict, cfg.checkpoint.keep_last, tokenizer=tokenizer, tensors=tensors, critic=critic)
+
         def refill_rows(n: int) -> list[dict]:
             # every rank draws n prompts per rank from the shared stream and keeps its own share
             total = n * distributed.world_size()
@@ -349,10 +382,26 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
 
         nonfinite_in_a_row = 0
         end_step = cfg.trainer.steps  # earlier when on_step stops the run
+        # resumed without the pipeline from a checkpoint written with it: its batches sampled ahead go
+        ahead_dropped = 0 if pipeline else rows_sampled_ahead(trainer_state.get("pipeline"), cfg.rollout.group_size)
+        if ahead_dropped:
+            log(f"off-policy: dropped the {ahead_dropped} rows the checkpoint had sampled ahead "
+                f"(trainer.off_policy_steps=0 now)")
         for step in range(start_step, cfg.trainer.steps):
-            rows = distributed.shard_rows(task.sampler.next_rows(cfg.rollout.num_prompts), cfg.rollout.num_prompts)
-            metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, rows,
-                                       next_rows=refill_rows, tools=tools, critic=critic)
+            if pipeline is None:
+                rows = distributed.shard_rows(task.sampler.next_rows(cfg.rollout.num_prompts),
+                                              cfg.rollout.num_prompts)
+                metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, rows,
+                                           next_rows=refill_rows, tools=tools, critic=critic)
+            else:  # batch `step` was sampled while earlier updates ran; groups too stale are dropped
+                sampled, pipeline_metrics = pipeline.next_batch(step)
+                metrics, samples = ({"update/skipped": 1.0}, []) if sampled is None else rl_step(
+                    cfg, policy, reference, tokenizer, optimizer, verifiers, sampled.rows, sampled=sampled)
+                pipeline.after_update(policy, step)  # new weights to the sampler, batch step+1+N requested
+                metrics.update(pipeline_metrics)
+                metrics["time/step"] = metrics.get("time/step", 0.0) + pipeline_metrics["time/sampler_wait"]
+            if ahead_dropped:
+                metrics["offpolicy/dropped_rows"], ahead_dropped = float(ahead_dropped), 0
             metrics = distributed.mean_metrics(metrics)  # averaged over data-parallel ranks
             nonfinite_in_a_row = nonfinite_in_a_row + 1 if metrics.get("update/nonfinite_skipped") else 0
             metrics["lr"] = scheduler.get_last_lr()[0]
@@ -370,8 +419,7 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
                 nonfinite_in_a_row >= cfg.trainer.max_nonfinite_updates
             if diverging or (cfg.checkpoint.every_steps and (step + 1) % cfg.checkpoint.every_steps == 0):
                 # diverging: the skipped updates left the weights finite, so they are saved, not lost
-                save_checkpoint(run_dir, step + 1, policy, optimizer, scheduler, state(step + 1), config_dict,
-                                cfg.checkpoint.keep_last, tokenizer=tokenizer, critic=critic)
+                save_step(step + 1)
             if diverging:
                 raise NonFiniteTraining(
                     f"{nonfinite_in_a_row} updates in a row had a NaN/inf gradient (last at step {step}); they were "
@@ -383,8 +431,11 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
                 log(f"on_step stopped the run after step {end_step}/{cfg.trainer.steps}")
                 break
         if end_step > start_step or not cfg.checkpoint.every_steps:
-            save_checkpoint(run_dir, end_step, policy, optimizer, scheduler, state(end_step),
-                            config_dict, cfg.checkpoint.keep_last, tokenizer=tokenizer, critic=critic)
+            save_step(end_step)  # stopped early: the batches in flight are in it
+        if pipeline is not None:  # sampling is over: the cores go back to the trainer (final evaluation)
+            pipeline.close()
+            pipeline = None
+            torch.set_num_threads(full_threads)
         eval_after = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers, **eval_kwargs)
         tracker.log(end_step, {f"eval/{k}": v for k, v in eval_after.items()}, console=False)
         if cfg.checkpoint.save_final_model:
@@ -416,6 +467,9 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
         exit_code = getattr(err, "exit_code", 130 if isinstance(err, KeyboardInterrupt) else 1)
         raise
     finally:
+        if pipeline is not None:  # an error, Ctrl-C or SIGTERM: stop the sampler process, leave no orphan
+            pipeline.close()
+        torch.set_num_threads(full_threads)  # the cores the sampler process had, back to this process
         tracker.close(exit_code)
         for named in verifiers:
             named.close()

@@ -28,11 +28,13 @@ class TrainBatch:
     prompt_mask: torch.Tensor  # (N, Lp)
     completion_ids: torch.Tensor  # (N, Lc) right-padded
     completion_mask: torch.Tensor  # (N, Lc) tokens that enter the loss
-    old_logprobs: torch.Tensor  # (N, Lc) log-probs of the sampling policy
+    old_logprobs: torch.Tensor  # (N, Lc) pi_old: the sampler's log-probs, or the trainer's recomputation
     advantages: torch.Tensor  # (N, Lc) per-token advantages
     ref_logprobs: torch.Tensor | None = None  # (N, Lc) frozen reference model, when beta > 0
     context_mask: torch.Tensor | None = None  # (N, Lc) completion tokens the model attends to (the policy's
     # and spliced tool observations); None: completion_mask. completion_mask stays the model-token mask.
+    token_weights: torch.Tensor | None = None  # (N, Lc) rollout correction pi_old / pi_sampler on the
+    # model tokens (0 elsewhere), or None: multiplies each token's policy-gradient term, not the normaliser
 
 
 def _trimmed(prompt_ids, prompt_mask, completion_ids, completion_mask):
@@ -164,6 +166,7 @@ def update_policy(
             kl_estimator=loss_cfg.kl_estimator,
             importance_level=loss_cfg.importance_level,
             max_completion_length=max_completion_length,
+            token_weights=None if batch.token_weights is None else batch.token_weights[rows, :width].to(device),
             **kwargs,
         )
         weight = 1.0 if batch_normalised else len(rows) / n

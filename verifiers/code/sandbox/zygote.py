@@ -275,7 +275,7 @@ def _supervise(job: dict, scratch: str, role: str, link: list[int], watch: int |
         os.close(fd)
     return {
         "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) and not cancelled else None,
+        "signal": _own_death_signal(status, exited, cancelled),
         "timed_out": timed_out,
         "output_limit": output_limit,
         "cancelled": cancelled,
@@ -284,6 +284,19 @@ def _supervise(job: dict, scratch: str, role: str, link: list[int], watch: int |
         "stderr_b64": base64.b64encode(bytes(bufs["stderr"])).decode(),
         "channel_b64": base64.b64encode(bytes(bufs["channel"][:cap])).decode(),
     }
+
+
+def _own_death_signal(status: int, exited: bool, cancelled: bool) -> int | None:
+    """The signal that ended the program, unless it was only our SIGKILL after a cancel.
+
+    A crashing candidate closes its channel before its pidfd turns readable, so under load the
+    test side can finish and cancel this run first: a signal other than our SIGKILL (SIGSEGV...)
+    is still the program's own death, and so is any signal seen before the cancel.
+    """
+    if not os.WIFSIGNALED(status):
+        return None
+    sig = os.WTERMSIG(status)
+    return sig if exited or not cancelled or sig != signal.SIGKILL else None
 
 
 def _launch(job: dict, role: str, link: list[int], watch: int | None, scratch_base: str,
