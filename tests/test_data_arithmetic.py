@@ -35,3 +35,30 @@ def test_dataset_has_the_columns_and_all_difficulties():
     assert set(ds.column_names) == {"question", "answer", "solution", "difficulty"}
     assert set(ds["difficulty"]) == {1, 2, 3, 4}
     assert all(a.isdigit() for a in ds["answer"])
+
+
+def test_long_chain_has_five_to_eight_dependent_checked_steps():
+    # difficulty 7: 5 and 6 are the tool-use levels (two-digit products)
+    from verifiers.steps import MathStepVerifier
+
+    problems = generate_problems(300, "train", seed=0, difficulties=(7,))
+    assert {len(p.steps) for p in problems} == {5, 6, 7, 8}
+    verifier = MathStepVerifier(segmenter="line")
+    for p in problems[:50]:
+        # each step starts from the previous step's result, and math_steps checks every one
+        for before, after in zip(p.steps, p.steps[1:]):
+            assert after.split(" ")[0] == before.split(" = ")[1]
+        result = verifier(p.solution(), {"question": p.question, "answer": str(p.answer)})
+        assert result.score == 1.0 and result.step_scores == [1.0] * (len(p.steps) + 1)
+        assert 0 <= p.answer <= 60 and eval(p.expression) == p.answer  # noqa: S307 (our own text)
+
+
+def test_default_mix_is_unchanged_by_the_long_chain():
+    # the long chain (7) is opt-in: the default draws only 1-4, exactly as before it existed (the
+    # digest of these 400 problems was taken from the generator before the long chain was added)
+    import hashlib
+
+    problems = generate_problems(400, "train", seed=0)
+    assert {p.difficulty for p in problems} == {1, 2, 3, 4}
+    text = "".join(p.question + p.solution() for p in problems)
+    assert hashlib.sha256(text.encode()).hexdigest()[:16] == "d15b7e7214aa06d4"

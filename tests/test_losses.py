@@ -242,7 +242,7 @@ def test_a_new_policy_objective_is_one_decorated_function():
     """Registering an objective makes it usable by name; REINFORCE (-ratio * A, no clip) on the
     hand batch: ratio 1 everywhere, so the loss is minus the mean advantage over active tokens."""
     @POLICY_OBJECTIVES.register("test_reinforce")
-    def _reinforce(ratio, log_ratio, adv, *, epsilon_low, epsilon_high, delta):
+    def _reinforce(ratio, log_ratio, adv, *, epsilon_low, epsilon_high, delta, **_):
         return -ratio * adv, {}
 
     try:

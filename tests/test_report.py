@@ -33,6 +33,18 @@ def test_read_metrics_places_eval_points_and_keeps_the_last_record_of_a_resumed_
     assert titles == ["reward", "accuracy", "entropy", "tool calls"]  # KL all zero (beta=0): skipped
 
 
+def test_a_run_with_a_critic_gets_its_panels(tmp_path):
+    _write_metrics(tmp_path, [
+        {"step": 0, "reward/mean": 0.1, "critic/value_loss": 0.4, "critic/explained_variance": -0.2,
+         "critic/value_clip_fraction": 0.0},
+        {"step": 1, "reward/mean": 0.2, "critic/value_loss": 0.3, "critic/explained_variance": 0.1,
+         "critic/value_clip_fraction": 0.1},
+    ])
+    panels = {title: train for title, train, _ in _panels(read_metrics(tmp_path / "metrics.jsonl"))}
+    assert panels["critic value loss"] == ["critic/value_loss"]
+    assert panels["critic fit"] == ["critic/explained_variance", "critic/value_clip_fraction"]
+
+
 def test_report_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err

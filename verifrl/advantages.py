@@ -12,6 +12,10 @@ Two kinds of signal (DeepSeekMath, arXiv 2402.03300, §4.1.2-4.1.3):
 - *outcome*: one reward per completion, turned into one advantage per completion by a registered
   estimator (``ADVANTAGE_ESTIMATORS``: ``grpo``, ``rloo``, ``reinforce_pp``) and broadcast over
   its tokens;
+- *critic* (``gae``, PPO's actor-critic): per-token rewards and a value model's per-token values,
+  turned into per-token advantages and value targets by generalised advantage estimation
+  (:func:`gae`), then whitened over the batch (:func:`masked_whiten`); the trainer calls these
+  through :mod:`verifrl.critic`, which owns the value model;
 - *process*: one reward per reasoning step; each step reward is z-scored against all steps of the
   group and every token gets the sum of the normalised rewards of the steps ending at or after it
   (:func:`process_supervision_advantages`).
@@ -23,7 +27,7 @@ a std over fewer than two values is taken as 0 (so a one-completion group gets o
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -119,20 +123,37 @@ def reinforce_pp_advantages(rewards: Tensor, eps: float = 1e-4) -> Tensor:
     return _scale_by_std(centred, _std(centred), eps)
 
 
-# --- outcome estimator registry (verl ``register_adv_est`` style) ------------------------------
-# A registered estimator maps (rewards (P, G), *, scale, eps) -> (P, G). ``scale`` is GRPO's
-# option: rloo and reinforce_pp fix their own scaling, so token_advantages rejects a non-default
-# scale with them instead of ignoring it.
+# --- estimator registry (verl ``register_adv_est`` style) --------------------------------------
+# Two kinds share one registry (the single source of ``advantage.estimator`` names):
+# - group estimators map (rewards (P, G), *, scale, eps) -> (P, G). ``scale`` is GRPO's option:
+#   rloo and reinforce_pp fix their own scaling, so token_advantages rejects a non-default scale
+#   with them instead of ignoring it;
+# - critic estimators (``needs_critic=True``, listed in CRITIC_ESTIMATORS) map (token_rewards
+#   (B, T), values (B, T), mask (B, T), *, gamma, lam) -> (advantages, returns); the trainer
+#   builds a value model for them (verifrl.critic) and token_advantages refuses them.
 
-AdvantageEstimator = Callable[..., Tensor]
+AdvantageEstimator = Callable[..., Any]
 ADVANTAGE_ESTIMATORS: Registry = Registry("advantage estimator", "advantage.estimator")
+CRITIC_ESTIMATORS: set[str] = set()
+"""Estimators that need a value model (the trainer builds verifrl.critic for them)."""
 SCALE_FREE_ESTIMATORS = {"rloo", "reinforce_pp"}
 """Estimators that fix their own scaling: ``advantage.scale_rewards`` must stay ``group`` with them."""
 
 
-def register_advantage_estimator(name: str) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
-    """Decorator adding an outcome estimator ``fn(rewards (P, G), *, scale, eps) -> (P, G)``."""
-    return ADVANTAGE_ESTIMATORS.register(name)
+def register_advantage_estimator(
+    name: str, needs_critic: bool = False
+) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
+    """Decorator adding an estimator: a group one ``fn(rewards (P, G), *, scale, eps) -> (P, G)``,
+    or with ``needs_critic`` a token one ``fn(token_rewards, values, mask, *, gamma, lam)``."""
+    register = ADVANTAGE_ESTIMATORS.register(name)
+
+    def decorator(fn: AdvantageEstimator) -> AdvantageEstimator:
+        register(fn)
+        if needs_critic:
+            CRITIC_ESTIMATORS.add(name)
+        return fn
+
+    return decorator
 
 
 @register_advantage_estimator("grpo")
@@ -261,6 +282,8 @@ def token_advantages(
     if mode not in MODES:
         raise ValueError(f"unknown advantage mode {mode!r}; valid: {', '.join(MODES)}")
     ADVANTAGE_ESTIMATORS.lookup(estimator)
+    if estimator in CRITIC_ESTIMATORS:
+        raise ValueError(f"estimator {estimator!r} needs a critic's values: see verifrl.critic, not token_advantages")
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
     if estimator in SCALE_FREE_ESTIMATORS and scale != "group":
@@ -290,3 +313,91 @@ def token_advantages(
             process = process_supervision_advantages(step_rewards[p], step_ends[p], group_lengths, eps=eps)  # (G, L_max)
             out[p * G:(p + 1) * G, : process.shape[1]] += weight * process
     return out.to(rewards.device) if rewards.device.type != "cpu" else out
+
+
+# --- PPO with a critic: generalised advantage estimation ---------------------------------------
+
+
+@register_advantage_estimator("gae", needs_critic=True)
+def gae(token_rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimation (Schulman et al., arXiv 1506.02438), over masked tokens.
+
+    Computed backwards over the positions where ``mask`` is set, as if the others were absent:
+    for the valid positions ``t_1 < ... < t_n`` of a row,
+
+        delta_k = r[t_k] + gamma * V[t_{k+1}] - V[t_k]      (V after the last valid token is 0)
+        A[t_k]  = delta_k + gamma * lam * A[t_{k+1}]       (A after the last valid token is 0)
+        returns = A + V
+
+    A position outside the mask (right padding, or a tool's observation tokens inside a
+    completion, which the model did not choose) contributes no reward, no value and no discount
+    step, and gets advantage and return 0. Not whitened: see :func:`masked_whiten`. ``lam = 1``
+    gives the discounted return minus V (Monte Carlo); ``lam = 0`` the one-step TD error.
+
+    Args:
+        token_rewards: (B, T) reward of each token (outcome on the last model token, step
+            rewards on step ends, -beta * KL per token...).
+        values: (B, T) the critic's V(s_t) for the state before token t (no gradient taken).
+        mask: (B, T) 1 on the model's own completion tokens.
+        gamma: discount per valid token.
+        lam: GAE lambda.
+
+    Returns:
+        ``(advantages, returns)``, both (B, T) float32, 0 outside the mask.
+    """
+    if token_rewards.shape != values.shape or values.shape != mask.shape:
+        raise ValueError(f"shape mismatch: token_rewards {tuple(token_rewards.shape)}, values "
+                         f"{tuple(values.shape)}, mask {tuple(mask.shape)}")
+    keep = mask.bool()  # (B, T)
+    zero = torch.zeros(values.shape, dtype=torch.float32, device=values.device)
+    rewards = torch.where(keep, token_rewards.detach().float(), zero)  # (B, T) garbage-free
+    vals = torch.where(keep, values.detach().float(), zero)  # (B, T)
+    advantages = torch.zeros_like(zero)  # (B, T)
+    next_value = torch.zeros(values.shape[0], dtype=torch.float32, device=values.device)  # (B,)
+    next_advantage = torch.zeros_like(next_value)  # (B,)
+    for t in range(values.shape[1] - 1, -1, -1):  # T is a few hundred: a loop is clear and cheap
+        delta = rewards[:, t] + gamma * next_value - vals[:, t]  # (B,)
+        advantage = delta + gamma * lam * next_advantage  # (B,)
+        valid = keep[:, t]  # (B,)
+        advantages[:, t] = torch.where(valid, advantage, zero[:, t])
+        # a masked position is skipped: the next valid token to the left sees the same carry
+        next_value = torch.where(valid, vals[:, t], next_value)
+        next_advantage = torch.where(valid, advantage, next_advantage)
+    returns = torch.where(keep, advantages + vals, zero)  # (B, T)
+    return advantages, returns
+
+
+def masked_whiten(x: Tensor, mask: Tensor, *, shift_mean: bool = True, eps: float = 1e-8,
+                  sum_across: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """``(x - mean) / sqrt(var + eps)`` over the masked positions of the whole batch (verl
+    ``masked_whiten``, which PPO applies to GAE advantages).
+
+    ``var`` is the unbiased (n - 1) variance of the masked values, as in verl. ``shift_mean=False``
+    rescales without centring (adds the mean back). ``sum_across`` sums a tensor over data-parallel
+    ranks, so every rank whitens with the statistics of the global batch; None: this batch only.
+
+    Args:
+        x: (B, T).
+        mask: (B, T) 1 on the positions that count; the others return 0.
+
+    Returns:
+        (B, T) whitened values, 0 outside the mask; all zeros if no position counts.
+    """
+    keep = mask.bool()
+    values = torch.where(keep, x.float(), torch.zeros_like(x, dtype=torch.float32))  # (B, T)
+    wide = values.double()  # float64 moments: sum x^2 - n mean^2 cancels badly in float32
+    moments = torch.stack([keep.sum().double(), wide.sum(), wide.square().sum()])  # (3,)
+    if sum_across is not None:
+        moments = sum_across(moments)
+    count, total, total_sq = moments[0], moments[1], moments[2]
+    if count < 1:
+        return torch.zeros_like(values)
+    mean = total / count
+    # sum (x - mean)^2 = sum x^2 - count * mean^2; unbiased when two or more values
+    var = (total_sq - count * mean.square()).clamp(min=0) / (count - 1).clamp(min=1)
+    whitened = (wide - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    whitened = whitened.float()
+    return torch.where(keep, whitened, torch.zeros_like(whitened))

@@ -13,6 +13,10 @@ model directory plus the run's own state beside it, like the Hugging Face Traine
   ``rng_state.pt`` holds every rank's python, numpy, torch and CUDA generator states;
 * ``trainer_state.json``: the step, the prompt sampler's position, the pre-RL evaluation, the
   training time; ``verifrl_config.json``: the resolved run config;
+* with PPO's critic (``advantage.estimator: gae``), ``critic/``: its trainable weights
+  (``model.safetensors``; under LoRA its adapter and value head), its optimizer
+  (``optimizer.pt``, ``weights_only``) and ``critic_state.json`` (its update count), written and
+  read by :class:`verifrl.critic.Critic`;
 * ``trainer_tensors.safetensors`` (only when the trainer has tensors to keep): e.g. the off-policy
   pipeline's batches sampled but not yet trained on, described by ``trainer_state.json``;
 * under ``trainer.parallel: fsdp``, ``distributed/``: the sharded weights and optimizer state in
@@ -43,6 +47,7 @@ import torch
 from verifrl import distributed, hf_export
 
 _STATE_FILE = "trainer_state.json"  # written last into the staging directory: its presence marks a complete checkpoint
+CRITIC_DIR = "critic"  # PPO's value model, its optimizer and update count (advantage.estimator: gae)
 _TENSORS_FILE = "trainer_tensors.safetensors"
 
 
@@ -99,8 +104,11 @@ def _write_weights(model, tokenizer, directory: Path, full_state: dict | None) -
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, trainer_state: dict, config: dict,
-                    keep_last: int = 2, tokenizer=None, tensors: dict[str, torch.Tensor] | None = None) -> Path | None:
+                    keep_last: int = 2, tokenizer=None, tensors: dict[str, torch.Tensor] | None = None,
+                    critic=None) -> Path | None:
     """Write checkpoint ``step`` atomically and point ``latest`` at it; prune old ones.
+    ``critic``: PPO's :class:`verifrl.critic.Critic`, saved into ``critic/`` (replicated on every
+    rank, so rank 0's copy is the critic).
 
     ``trainer_state`` must be JSON; ``tensors`` (named CPU tensors the trainer state refers to) go
     to ``trainer_tensors.safetensors`` and come back with :func:`load_trainer_tensors`.
@@ -128,6 +136,8 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, train
     if scheduler is not None:
         torch.save(scheduler.state_dict(), staging / "scheduler.pt")
     torch.save({"world_size": len(rng), "ranks": rng}, staging / "rng_state.pt")
+    if critic is not None:
+        critic.save(staging / CRITIC_DIR)
     (staging / "verifrl_config.json").write_text(json.dumps(config, indent=2, default=str))
     if tensors:
         from safetensors.torch import save_file
@@ -232,14 +242,16 @@ def _load_weights(path: Path, model) -> None:
         raise ValueError(f"{path}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def load_checkpoint(path: Path, model, optimizer=None, scheduler=None) -> dict:
-    """Restore weights (and optimizer, scheduler, RNG when given); returns the trainer state.
-    Everything is read with ``torch.load(weights_only=True)`` or as JSON."""
+def load_checkpoint(path: Path, model, optimizer=None, scheduler=None, critic=None) -> dict:
+    """Restore weights (and optimizer, scheduler, critic, RNG when given); returns the trainer
+    state. Everything is read with safetensors, ``torch.load(weights_only=True)`` or as JSON."""
     path = Path(path)
     if not _complete(path):
         old = " (written by verifrl < 0.2 in the pickle format, which is no longer read)" \
             if (path / "state.pt").exists() else ""
         raise FileNotFoundError(f"{path}: not a complete checkpoint, no {_STATE_FILE}{old}")
+    if critic is not None and not (path / CRITIC_DIR).is_dir():
+        raise FileNotFoundError(f"{path}: no {CRITIC_DIR}/ (the run was not trained with advantage.estimator=gae)")
     if (path / "distributed").is_dir():  # FSDP: weights and optimizer re-sharded onto this run's ranks
         distributed.load_sharded(model, optimizer, path / "distributed")
     else:
@@ -248,6 +260,8 @@ def load_checkpoint(path: Path, model, optimizer=None, scheduler=None) -> dict:
             optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     if scheduler is not None and (path / "scheduler.pt").is_file():
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    if critic is not None:
+        critic.load(path / CRITIC_DIR)
     if optimizer is not None:
         rng = torch.load(path / "rng_state.pt", weights_only=True)
         # the same number of ranks: each its own generators; otherwise every rank takes rank 0's

@@ -50,7 +50,7 @@ class EmbeddedModelConfig:
     """Seed of the tokenizer corpus, initial weights and warm-start batches."""
     difficulties: list[int] = field(default_factory=list)
     """Difficulty levels of the warm-start problems (empty: 1-4, the main job's task; the tool
-    recipes add 5 and 6, two-digit products)."""
+    recipes add 5 and 6, two-digit products; the long-chain recipe adds 7)."""
     tool_fraction: float = 0.0
     """Share of warm-start solutions written as a python tool call (a ```python block, its
     ```output block, then the answer) instead of stepwise; the rest are worked in the head."""
@@ -131,7 +131,8 @@ class DataConfig:
     """Seed of the built-in generator and of prompt shuffling."""
     difficulties: list[int] = field(default_factory=list)
     """Built-in task only: difficulty levels to draw from (empty: 1-4, the main job's task; 5 and 6
-    are two-digit products that the tool-use recipes hand to the python tool)."""
+    are two-digit products that the tool-use recipes hand to the python tool; 7 is the long chain of
+    5-8 dependent steps, recipes/tiny-arith-long.yaml)."""
 
 
 @dataclass
@@ -226,8 +227,8 @@ class RewardConfig:
 @dataclass
 class AdvantageConfig:
     estimator: str = "grpo"
-    """Outcome advantage estimator (``verifrl.advantages.ADVANTAGE_ESTIMATORS``): grpo (group-normalised),
-    rloo, reinforce_pp."""
+    """Advantage estimator (``verifrl.advantages.ADVANTAGE_ESTIMATORS``): grpo (group-normalised),
+    rloo, reinforce_pp (group baselines), or gae (PPO with a critic: ``critic.*``, docs/credit-assignment.md)."""
     mode: str = "outcome"
     """Sequence rewards only, DeepSeekMath process supervision, or both."""
     scale_rewards: str = "group"
@@ -236,7 +237,32 @@ class AdvantageConfig:
     """Added to the std so an all-equal group gets exactly zero advantage."""
     process_weight: float = 1.0
     """Weight of the process-supervision term in outcome+process mode (steps come from the verifier
-    that returns step_scores, e.g. math_steps, whose ``segmenter`` kwarg sets the segmentation)."""
+    that returns step_scores, e.g. math_steps, whose ``segmenter`` kwarg sets the segmentation);
+    with estimator gae, the scale of the dense step rewards."""
+    gamma: float = 1.0
+    """estimator gae: discount per token (verl algorithm.gamma)."""
+    lam: float = 0.95
+    """estimator gae: GAE lambda (verl algorithm.lam; 1: Monte Carlo returns, 0: one-step TD)."""
+    whiten: bool = True
+    """estimator gae: whiten the advantages over the whole batch (masked mean 0, std 1), as verl's
+    compute_gae_advantage_return does; the group estimators normalise themselves and ignore it."""
+
+
+@dataclass
+class CriticConfig:
+    """The value model of ``advantage.estimator: gae`` (PPO with a critic); unused otherwise."""
+
+    model: str = ""
+    """Model directory or hub name of the critic's backbone (empty: the policy's own initial
+    weights, as verl/OpenRLHF initialise the critic from the actor). A value head is added."""
+    lr: float = 1.0e-5
+    """Critic AdamW learning rate (verl critic.optim.lr), constant."""
+    clip_range: float | None = 0.5
+    """Clipped value loss: new values are kept within +-clip_range of the values at sampling time
+    (verl critic.cliprange_value, default 0.5); null: unclipped squared error."""
+    warmup_steps: int = 0
+    """First steps in which only the critic trains, so the policy's first advantages come from a
+    critic that has seen some returns (verl trainer.critic_warmup)."""
 
 
 @dataclass
@@ -260,7 +286,9 @@ class LossConfig:
     """Token-loss aggregation (``verifrl.losses.LOSS_AGGREGATIONS``): grpo per-sequence mean; dapo/bnpo
     token mean; dr_grpo constant."""
     objective: str = "ppo_clip"
-    """Per-token policy term (``verifrl.losses.POLICY_OBJECTIVES``): ppo_clip, PPO's clipped surrogate."""
+    """Per-token policy term (``verifrl.losses.POLICY_OBJECTIVES``): ppo_clip (clipped surrogate),
+    cispo (MiniMax-M1: -sg(min(r, 1 + epsilon_high)) * A * log pi, every token keeps its gradient;
+    epsilon_low and delta do not apply) or sapo (soft gate sigmoid(tau (r - 1)) * 4 / tau, no clip)."""
     epsilon_low: float = 0.2
     """Lower clip range of the importance ratio."""
     epsilon_high: float | None = None
@@ -274,7 +302,12 @@ class LossConfig:
     kl_estimator: str = "k3"
     """KL estimator: k1, k2, k3, or k3_ratio (k3 with the gradient of KL(pi||ref))."""
     kl_placement: Literal["loss", "reward"] = "loss"
-    """KL term in the loss (GRPO) or as a per-token reward penalty (PPO/InstructGPT)."""
+    """KL term in the loss (GRPO) or in the reward (PPO/InstructGPT): the completion's summed k1
+    for the group estimators, -beta * k1 on every token for gae."""
+    sapo_temperature_pos: float = 1.0
+    """objective sapo: gate temperature of tokens with a positive advantage (TRL default)."""
+    sapo_temperature_neg: float = 1.05
+    """objective sapo: gate temperature of the other tokens (TRL default; higher fades faster)."""
     rollout_correction: RolloutCorrectionConfig = field(default_factory=RolloutCorrectionConfig)
     """Importance correction for the gap between the sampler and the trainer (docs/off-policy.md)."""
 
@@ -369,6 +402,7 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from verifrl.config import Config, ConfigError
+from verifrl.config import Config, ConfigError, CriticConfig
 
 
 def _check_name(option: str, value: str, names: Iterable[str], kind: str, also: str = "") -> None:
@@ -117,6 +117,49 @@ def _check_tools(cfg: Config) -> None:
         raise ConfigError("reward.tool_error_penalty must be >= 0 (it is subtracted per failed call)")
 
 
+def _check_credit_assignment(cfg: Config) -> None:
+    """The critic's options (gae), the SAPO gate and the built-in task's difficulty levels."""
+    from verifrl.advantages import CRITIC_ESTIMATORS
+    from verifrl.tasks.arithmetic import GENERATORS
+
+    for key, levels in (("data.difficulties", cfg.data.difficulties),
+                        ("model.embedded.difficulties", cfg.model.embedded.difficulties)):
+        if set(levels) - set(GENERATORS):
+            raise ConfigError(f"{key}: unknown difficulty in {levels}; valid: {sorted(GENERATORS)} (empty: 1-4)")
+    checks = [
+        (0 <= cfg.advantage.gamma <= 1, "advantage.gamma must be in [0, 1]"),
+        (0 <= cfg.advantage.lam <= 1, "advantage.lam must be in [0, 1]"),
+        (cfg.critic.lr > 0 and _finite(cfg.critic.lr), "critic.lr must be a finite number > 0"),
+        (cfg.critic.clip_range is None or cfg.critic.clip_range > 0, "critic.clip_range must be > 0 (null: off)"),
+        (cfg.critic.warmup_steps >= 0, "critic.warmup_steps must be >= 0"),
+        (cfg.loss.sapo_temperature_pos > 0 and cfg.loss.sapo_temperature_neg > 0,
+         "loss.sapo_temperature_pos/neg must be > 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    if cfg.advantage.estimator in CRITIC_ESTIMATORS:
+        if cfg.trainer.parallel == "fsdp":
+            raise ConfigError(f"advantage.estimator={cfg.advantage.estimator} does not support trainer.parallel=fsdp "
+                              "yet (the critic is replicated: use ddp)")
+        if cfg.rollout.dynamic_sampling != "off":
+            raise ConfigError(f"advantage.estimator={cfg.advantage.estimator} needs rollout.dynamic_sampling=off "
+                              "(a group with equal rewards still trains the critic and its token advantages)")
+        if cfg.advantage.scale_rewards != "group":
+            raise ConfigError("advantage.scale_rewards applies to estimator grpo; gae uses advantage.whiten")
+        if cfg.trainer.off_policy_steps:
+            raise ConfigError(f"advantage.estimator={cfg.advantage.estimator} does not support trainer.off_policy_steps "
+                              "yet (the critic trains in the on-policy step only)")
+        critic_model = cfg.critic.model
+        if critic_model.startswith("embedded:"):
+            raise ConfigError("critic.model: leave it empty to start the critic from the embedded policy's weights")
+        looks_local = critic_model.startswith(("/", "./", "../", "~")) or Path(critic_model).expanduser().exists()
+        if critic_model and looks_local and not Path(critic_model).expanduser().is_dir():
+            raise ConfigError(f"critic.model: no model directory at {critic_model}")
+    elif cfg.critic != CriticConfig():
+        raise ConfigError(f"critic.* options need advantage.estimator=gae (got {cfg.advantage.estimator!r})")
+
+
 def _finite(*values: float | None) -> bool:
     return all(v is None or math.isfinite(v) for v in values)
 
@@ -210,6 +253,7 @@ def validate(cfg: Config) -> None:
         if not ok:
             raise ConfigError(message)
     _check_verifiers(cfg)
+    _check_credit_assignment(cfg)
     if cfg.trainer.parallel == "fsdp" and cfg.model.lora.r > 0:
         raise ConfigError("trainer.parallel=fsdp does not support model.lora (use ddp: a LoRA policy's "
                           "trainable state is small)")

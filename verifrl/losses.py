@@ -17,6 +17,17 @@ The loss is the clipped surrogate of PPO as used by GRPO (DeepSeekMath, arXiv 24
     loss_t    = pg_t + beta * KL_t                         (KL inside the token aggregation)
     loss      = aggregate(loss_t)                          (grpo / bnpo / dr_grpo / dapo)
 
+``pg_t`` is the policy objective, a registry (``POLICY_OBJECTIVES``, ``loss.objective``):
+``ppo_clip`` above, or ``cispo`` (MiniMax-M1, arXiv 2506.13585), which clips the importance
+*weight* instead of the update and keeps every token's gradient::
+
+    pg_t      = -sg(min(ratio_t, 1 + eps_high)) * A_t * logp_t
+
+or ``sapo`` (Soft Adaptive Policy Optimization, arXiv 2511.20347; TRL ``loss_type="sapo"``), a
+smooth gate in place of the hard clip, temperature ``tau`` by the advantage's sign::
+
+    pg_t      = -sigmoid(tau * (ratio_t - 1)) * 4 / tau * A_t
+
 Departures from the paper, all opt-in: clip-higher (DAPO), dual clip ``delta`` (TRL/INTELLECT-2),
 sequence-level ratio (GSPO), token-level aggregations (DAPO, Dr. GRPO) and the ratio-corrected KL
 estimator ``k3_ratio`` (arXiv 2506.09477).
@@ -140,14 +151,15 @@ def _sequence_ratio(log_ratio: Tensor, keep: Tensor) -> Tensor:
 
 # --- policy objective -------------------------------------------------------------------------
 # Each maps (ratio (B, T), log_ratio (B, T), advantages (B, T), *, epsilon_low, epsilon_high,
-# delta) -> (per-token policy loss (B, T), {metric name: (B, T) bool mask of the tokens it
-# counts}); policy_loss logs each mask's mean over the active tokens (the clip fractions).
-# ``log_ratio = logp - stopgrad(old_logp)`` carries the gradient of logp.
+# delta, logp, sapo_temperatures) -> (per-token policy loss (B, T), {metric name: (B, T) bool mask
+# of the tokens it counts}); policy_loss logs each mask's mean over the active tokens (the clip
+# fractions). ``log_ratio = logp - stopgrad(old_logp)`` carries the gradient of logp; ``logp``
+# (B, T) is the log-prob itself (0 on padding). An objective reads the options it needs.
 
 
 @POLICY_OBJECTIVES.register("ppo_clip")
 def _ppo_clip(ratio: Tensor, log_ratio: Tensor, adv: Tensor, *, epsilon_low: float, epsilon_high: float,
-              delta: float | None) -> tuple[Tensor, dict[str, Tensor]]:
+              delta: float | None, **_: object) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO's clipped surrogate as used by GRPO (DeepSeekMath eq. 3), optional dual clip ``delta``."""
     clipped_ratio = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)  # (B, T)
     unclipped_ratio = ratio if delta is None else torch.clamp(ratio, max=delta)  # (B, T)
@@ -159,6 +171,38 @@ def _ppo_clip(ratio: Tensor, log_ratio: Tensor, adv: Tensor, *, epsilon_low: flo
         if delta is not None:
             counted["dual_clip_frac"] = (ratio > delta) & (adv < 0)
     return per_token, counted
+
+
+@POLICY_OBJECTIVES.register("cispo")
+def _cispo(ratio: Tensor, log_ratio: Tensor, adv: Tensor, *, epsilon_high: float, logp: Tensor,
+           **_: object) -> tuple[Tensor, dict[str, Tensor]]:
+    """CISPO (MiniMax-M1, arXiv 2506.13585, eq. 4-5): ``-sg(min(r, 1 + eps_high)) * A * logp``.
+
+    The importance weight is truncated from above only (no lower bound: MiniMax-M1 sets eps_low
+    large enough never to bind) and carries no gradient, so every token keeps the REINFORCE
+    gradient ``-w A d logp`` (PPO's clip drops tokens; those were often the rare reflective
+    tokens the paper wants to keep). ``epsilon_low`` and ``delta`` do not apply.
+    ``clip_frac_high`` counts the tokens whose weight was truncated (gradient bounded, not removed)."""
+    weight = torch.clamp(ratio, max=1.0 + epsilon_high).detach()  # (B, T) stop-gradient weight
+    per_token = -weight * adv * logp  # (B, T)
+    with torch.no_grad():
+        high = ratio > 1.0 + epsilon_high
+        counted = {"clip_frac_low": torch.zeros_like(high), "clip_frac_high": high, "clip_frac": high}
+    return per_token, counted
+
+
+@POLICY_OBJECTIVES.register("sapo")
+def _sapo(ratio: Tensor, log_ratio: Tensor, adv: Tensor, *,
+          sapo_temperatures: tuple[float, float] = (1.0, 1.05), **_: object) -> tuple[Tensor, dict[str, Tensor]]:
+    """SAPO (arXiv 2511.20347, TRL ``sapo``): ``-sigmoid(tau (r - 1)) * 4 / tau * A``, ``tau`` the
+    first temperature where A > 0, the second elsewhere. Its gradient ``-A * 4 s (1 - s) * r d logp``
+    (``s`` the sigmoid) equals the policy gradient on-policy (r = 1) and fades smoothly as r moves
+    away, instead of PPO's cut. No hard clip: the clip fractions are 0."""
+    positive, negative = sapo_temperatures
+    tau = torch.where(adv > 0, torch.full_like(ratio, positive), torch.full_like(ratio, negative))  # (B, T)
+    per_token = -torch.sigmoid(tau * (ratio - 1.0)) * 4.0 / tau * adv  # (B, T)
+    none = torch.zeros_like(ratio, dtype=torch.bool)
+    return per_token, {"clip_frac_low": none, "clip_frac_high": none, "clip_frac": none}
 
 
 def rollout_correction_weights(
@@ -316,9 +360,10 @@ def policy_loss(
     importance_level: str = "token",
     max_completion_length: int | None = None,
     num_items_in_batch: Tensor | int | None = None,
+    sapo_temperatures: tuple[float, float] = (1.0, 1.05),
     token_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Clipped-surrogate GRPO loss with optional KL to a reference policy.
+    """Policy-gradient loss (PPO clipped surrogate or CISPO) with optional KL to a reference policy.
 
     Args:
         logp: (B, T) log pi_theta of the sampled completion tokens (differentiable).
@@ -328,8 +373,10 @@ def policy_loss(
         loss_type: aggregation, a key of ``LOSS_AGGREGATIONS``: ``grpo`` (per-sequence token mean,
             then mean over sequences), ``bnpo`` (sum / active tokens here), ``dr_grpo``
             (sum / (B * max_completion_length)), ``dapo`` (sum / ``num_items_in_batch``, else as bnpo).
-        objective: per-token policy term, a key of ``POLICY_OBJECTIVES`` (``ppo_clip``: PPO's
-            clipped surrogate).
+        objective: the per-token policy term, a key of ``POLICY_OBJECTIVES``: ``ppo_clip``
+            (clipped surrogate) or ``cispo`` (``-sg(min(r, 1 + epsilon_high)) * A * logp``; its
+            weight has no lower bound, so ``epsilon_low`` and ``delta`` are not used) or ``sapo``
+            (soft gate; the clip options are not used, ``sapo_temperatures`` are).
         epsilon_low: lower clip range, ratio floor ``1 - epsilon_low``.
         epsilon_high: upper clip range, ratio ceiling ``1 + epsilon_high``; None -> ``epsilon_low``.
         delta: dual-clip bound: the *unclipped* ratio is capped at ``delta`` (TRL semantics), which
@@ -344,6 +391,7 @@ def policy_loss(
         max_completion_length: generation budget, required by ``dr_grpo``.
         num_items_in_batch: active-token count of the whole batch for ``dapo`` under gradient
             accumulation.
+        sapo_temperatures: ``(tau_pos, tau_neg)`` of the ``sapo`` gate (TRL defaults 1.0, 1.05).
         token_weights: (B, T) constants multiplying each token's policy-gradient term (not the KL
             term, not the normaliser), e.g. :func:`rollout_correction_weights`; None: all 1.
 
@@ -351,8 +399,9 @@ def policy_loss(
         ``(loss, metrics)``: the scalar loss to minimise and python floats ``pg_loss`` (the
         aggregated policy term alone), ``clip_frac`` / ``clip_frac_low`` / ``clip_frac_high``
         (fraction of active tokens whose gradient the clip removed: ratio > 1+eps_high with A > 0,
-        or ratio < 1-eps_low with A < 0), ``ratio_mean``, and ``kl`` (masked mean of the KL
-        estimate) when ``beta != 0``; ``dual_clip_frac`` when ``delta`` is set.
+        or ratio < 1-eps_low with A < 0; for cispo the share whose weight was truncated; 0 for
+        sapo), ``ratio_mean``, and ``kl`` (masked mean of the KL estimate) when ``beta != 0``;
+        ``dual_clip_frac`` when ``delta`` is set.
     """
     aggregate = LOSS_AGGREGATIONS.lookup(loss_type)
     surrogate = POLICY_OBJECTIVES.lookup(objective)
@@ -378,7 +427,7 @@ def policy_loss(
     log_ratio = importance(logp_ - old_, keep)  # (B, T), 0 on padding at the token level
     ratio = torch.exp(log_ratio)  # (B, T)
     pg_per_token, counted = surrogate(ratio, log_ratio, adv, epsilon_low=epsilon_low, epsilon_high=eps_high,
-                                      delta=delta)  # (B, T)
+                                      delta=delta, logp=logp_, sapo_temperatures=sapo_temperatures)  # (B, T)
     if token_weights is not None:  # the sampler/trainer correction, a separate factor (as TRL)
         pg_per_token = pg_per_token * torch.where(keep, token_weights.detach().to(logp.dtype), zero)
     pg_per_token = torch.where(keep, pg_per_token, zero)

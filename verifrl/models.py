@@ -138,8 +138,9 @@ def load_policy(model_cfg, log=print) -> tuple[PreTrainedModel, PreTrainedTokeni
     return model, tokenizer
 
 
-def with_lora(model: PreTrainedModel, lora_cfg):
-    """Wrap the policy with peft LoRA adapters; only the adapters train."""
+def with_lora(model: PreTrainedModel, lora_cfg, task_type: str = "CAUSAL_LM"):
+    """Wrap a model with peft LoRA adapters; only the adapters train (``task_type``
+    FEATURE_EXTRACTION for a backbone without LM head, such as the critic's)."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
@@ -147,7 +148,7 @@ def with_lora(model: PreTrainedModel, lora_cfg):
     targets = lora_cfg.target_modules
     config = LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
                         target_modules=targets[0] if targets == ["all-linear"] else list(targets),
-                        task_type="CAUSAL_LM", bias="none")
+                        task_type=task_type, bias="none")
     try:
         return get_peft_model(model, config)
     except ValueError as err:  # e.g. a target module the model does not have

@@ -2,7 +2,8 @@
 
 Place: after logging (reads what :mod:`verifrl.tracking` wrote). One panel per quantity the run
 logged, absent ones skipped: reward, accuracy (train and held-out evaluation points), completion
-length, entropy, clip fraction, KL, and tool calls (every ``tool/*`` metric). Training curves are
+length, entropy, clip fraction, KL, PPO's critic (value loss, explained variance, value clip
+fraction), and tool calls (every ``tool/*`` metric). Training curves are
 drawn raw (faint) and as a moving average. matplotlib is an optional dependency (``report`` extra).
 """
 
@@ -76,6 +77,9 @@ _PANELS = (
     ("entropy", ["entropy"], []),
     ("clip fraction", ["clip_frac", "clip_frac_low", "clip_frac_high"], []),
     ("KL to reference", ["kl"], []),
+    # PPO's critic (advantage.estimator: gae)
+    ("critic value loss", ["critic/value_loss"], []),
+    ("critic fit", ["critic/explained_variance", "critic/value_clip_fraction"], []),
 )
 
 

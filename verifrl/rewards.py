@@ -21,7 +21,13 @@ Pure functions on tensors. ``N`` completions, ``V`` verifiers, ``T`` completion 
     REINFORCE++-style token advantages; the sum over a row of the token rewards equals
     :func:`kl_penalized_sequence_rewards`.
 
+  * with ``advantage.estimator: gae`` the KL is per token in the critic's token rewards
+    (:func:`kl_token_penalty`, added to :func:`critic_token_rewards`), as in verl's PPO.
+
   The log-probs used here are those of the sampler (``old``) and are not differentiated.
+
+- :func:`critic_token_rewards`: the token rewards PPO's critic learns from: the outcome reward on
+  the last model token and, with a step verifier, each step's reward on the step's last token.
 """
 
 from __future__ import annotations
@@ -117,4 +123,59 @@ def returns_to_go(token_rewards: Tensor, mask: Tensor, gamma: float = 1.0) -> Te
     for t in range(rewards.shape[1] - 1, -1, -1):  # T is a few hundred: a loop is clear and cheap
         running = rewards[:, t] + gamma * running
         out[:, t] = running
+    return torch.where(keep, out, torch.zeros_like(out))
+
+
+def kl_token_penalty(logp: Tensor, ref_logp: Tensor, mask: Tensor, beta: float) -> Tensor:
+    """``-beta * k1 = -beta * (logp - ref_logp)`` on every masked token, 0 elsewhere. (N, T)."""
+    return kl_penalized_token_rewards(torch.zeros(logp.shape[0]), logp, ref_logp, mask, beta)
+
+
+def critic_token_rewards(
+    outcome: Tensor | None,
+    mask: Tensor,
+    step_scores: Sequence[Sequence[float]] | None = None,
+    step_ends: Sequence[Sequence[int]] | None = None,
+    step_weight: float = 1.0,
+) -> Tensor:
+    """Per-token rewards for GAE: sparse (outcome) and dense (per step).
+
+    - ``outcome[i]`` sits on the last token of row i where ``mask`` is set (the last token the
+      model chose: tool observations after it, masked out, do not move it); None: no outcome term.
+    - each step j of row i adds ``step_weight * (step_scores[i][j] - 1)`` on its last token
+      ``step_ends[i][j]``: 0 for a step whose claims all check out, ``-step_weight`` for a false
+      one (``-step_weight / 2`` for math_steps' neutral 0.5). A penalty, not a bonus: with
+      undiscounted returns a positive per-step reward would pay for writing extra (true) steps.
+      math_steps' last step is the answer step, scored by correctness, so with ``outcome=None``
+      the answer still counts (as ``-step_weight`` when wrong).
+
+    Args:
+        outcome: (N,) sequence rewards, or None.
+        mask: (N, T) 1 on the model's completion tokens.
+        step_scores: N lists of step scores in [0, 1] (None: no step term).
+        step_ends: N lists of 0-based step-end token indices, one per score.
+        step_weight: scale of the step penalties.
+
+    Returns:
+        (N, T) float32 token rewards, 0 outside the mask. A row with no masked token gets nothing.
+    """
+    keep = mask.bool()  # (N, T)
+    N, T = keep.shape
+    out = torch.zeros(N, T, dtype=torch.float32)
+    has_tokens = keep.any(1)  # (N,)
+    if outcome is not None:
+        positions = torch.arange(T).expand(N, T)
+        last = torch.where(keep, positions, torch.full_like(positions, -1)).amax(1).clamp(min=0)  # (N,)
+        value = torch.where(has_tokens, outcome.detach().float().cpu(), torch.zeros(N))
+        out.scatter_add_(1, last.unsqueeze(1), value.unsqueeze(1))
+    if step_scores is not None:
+        if step_ends is None or len(step_scores) != N or len(step_ends) != N:
+            raise ValueError(f"step_scores/step_ends need one list per row ({N})")
+        for i, (scores, ends) in enumerate(zip(step_scores, step_ends)):
+            if len(scores) != len(ends):
+                raise ValueError(f"row {i}: {len(scores)} step scores but {len(ends)} step ends")
+            for score, end in zip(scores, ends):
+                if not 0 <= int(end) < T:
+                    raise ValueError(f"row {i}: step end {end} outside the {T} token positions")
+                out[i, int(end)] += step_weight * (float(score) - 1.0)
     return torch.where(keep, out, torch.zeros_like(out))

@@ -1,9 +1,9 @@
 """The GRPO loop. It only orchestrates; every stage is a function in its own module:
 
     prompts (prompts.py) -> rollouts, verifier results, rewards (groups.py: rollout.py, scoring.py,
-    rewards.py) -> [group selection (dynamic_sampling.py)] -> advantages (advantages.py) -> loss ->
-    update (losses.py, update.py) -> logging (tracking.py), with checkpoints (checkpoint.py) and
-    evaluation (evaluation.py).
+    rewards.py) -> [group selection (dynamic_sampling.py)] -> advantages (advantages.py; PPO's
+    critic and GAE: critic.py) -> loss -> update (losses.py, update.py) -> logging (tracking.py),
+    with checkpoints (checkpoint.py) and evaluation (evaluation.py).
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 
 from verifrl import distributed
-from verifrl.advantages import token_advantages
+from verifrl.advantages import CRITIC_ESTIMATORS, token_advantages
 from verifrl.checkpoint import (latest_checkpoint, load_checkpoint, load_trainer_tensors, save_checkpoint,
                                 save_final_model)
 from verifrl.config import Config
+from verifrl.critic import Critic, build_critic, critic_step, ppo_advantages
 from verifrl.dynamic_sampling import select_step_groups
 from verifrl.evaluation import eval_settings, evaluate
 from verifrl.groups import build_tools, sample_groups, training_sampling
@@ -92,15 +93,16 @@ class StopTraining(Exception):
 
 
 def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, rows: list[dict],
-            next_rows=None, tools: ToolSet | None = None,
-            sampled: SampledBatch | None = None) -> tuple[dict, list[dict]]:
-    """One GRPO step on a batch of prompt rows; returns its metrics and sample rows for the table.
+            next_rows=None, tools: ToolSet | None = None, sampled: SampledBatch | None = None,
+            critic: Critic | None = None) -> tuple[dict, list[dict]]:
+    """One RL step on a batch of prompt rows; returns its metrics and sample rows for the table.
 
     Stages: sample and score groups -> [dynamic sampling] -> [pi_old recomputed, rollout correction]
     -> reference log-probs -> advantages -> update -> metrics. ``next_rows(n)`` draws more prompts
     for ``rollout.dynamic_sampling: refill``; ``tools`` are the tools the policy may call
     (``rollout.tools``); ``sampled``: the rows' completions, sampled ahead by the off-policy sampler
-    process.
+    process. With a ``critic`` (advantage.estimator gae) the advantages come from its values, and
+    it is updated after the policy (only it during ``critic.warmup_steps``).
     """
     timer = StageTimer()
     G = cfg.rollout.group_size
@@ -120,7 +122,7 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
     def update(train_batch: TrainBatch) -> dict[str, float]:
         metrics: dict[str, float] = {}
         with timer("update"):
-            for _ in range(cfg.trainer.num_iterations):
+            for _ in range(cfg.trainer.num_iterations if critic is None or not critic.warming_up else 0):
                 metrics = update_policy(
                     policy, optimizer, train_batch, cfg.loss, temperature=cfg.rollout.temperature,
                     micro_batch_size=cfg.trainer.micro_batch_size, max_grad_norm=cfg.trainer.max_grad_norm,
@@ -161,20 +163,28 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         with timer("reference"):
             ref_logprobs = batched_logprobs(reference, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
                                             batch.completion_mask, cfg.rollout.temperature, cfg.trainer.micro_batch_size)
-        if cfg.loss.kl_placement == "reward":
+        if cfg.loss.kl_placement == "reward" and critic is None:  # gae: per token, in its token rewards
             # PPO/InstructGPT placement: r - beta * sum_t k1, before the group normalisation
             rewards = kl_penalized_sequence_rewards(rewards, batch.sampler_logprobs, ref_logprobs,
                                                     batch.model_mask, cfg.loss.beta)
 
-    # 5. advantages
+    # 5. advantages (with a critic: its values, token rewards, GAE)
     with timer("advantages"):
-        advantages = _advantages(cfg, tokenizer, batch, scored, rewards.view(P, G))  # (N, Lc)
+        step_scores, step_ends = _step_rewards(cfg, tokenizer, batch, scored)  # [N][K_i] in process modes
+        if critic is None:
+            advantages = _advantages(cfg, batch, rewards.view(P, G), step_scores, step_ends)  # (N, Lc)
+        else:
+            values, advantages, returns = ppo_advantages(critic, cfg, batch, rewards, loss_mask, ref_logprobs,
+                                                         step_scores, step_ends)  # (N, Lc) each
 
-    # 6. update
+    # 6. update (the policy, then the critic)
     update_metrics = update(TrainBatch(batch.prompt_ids, batch.prompt_mask, batch.completion_ids, loss_mask,
                                        old_logprobs, advantages, ref_logprobs,
                                        context_mask=None if batch.tool_mask is None else batch.completion_mask,
                                        token_weights=token_weights))
+    if critic is not None:
+        with timer("critic"):
+            update_metrics.update(critic_step(critic, batch, loss_mask, values, returns, cfg.trainer.num_iterations))
 
     # 7. metrics and the sample table
     # off-policy: generation ran in the sampler process, overlapped with the previous update
@@ -200,24 +210,31 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
     return metrics, samples
 
 
-def _advantages(cfg: Config, tokenizer, batch, scored, group_rewards: torch.Tensor) -> torch.Tensor:
-    """(P, G) rewards (and the verifier's step scores in process modes) -> (N, Lc) token advantages."""
+def _step_rewards(cfg: Config, tokenizer, batch, scored) -> tuple[list | None, list | None]:
+    """The verifier's step scores and each step's last token, per completion ([N][K_i] each), in
+    the process modes; ``(None, None)`` in outcome mode. Steps never end in tool observation text."""
+    if cfg.advantage.mode == "outcome":
+        return None, None
+    if scored.step_scores is None:
+        raise ValueError(f"advantage.mode={cfg.advantage.mode!r} needs a verifier that returns step_scores "
+                         "(e.g. math_steps)")
+    ends, scores = step_ends_for(batch, tokenizer, scored.step_spans), scored.step_scores
+    if batch.tool_mask is not None:
+        ends, scores = drop_observation_steps(ends, scores, batch.tool_mask)
+    return scores, ends
+
+
+def _advantages(cfg: Config, batch, group_rewards: torch.Tensor, step_scores, step_ends) -> torch.Tensor:
+    """(P, G) rewards (and the step scores in process modes) -> (N, Lc) token advantages."""
     P, G = group_rewards.shape
-    step_ends = step_rewards = None
-    if cfg.advantage.mode != "outcome":
-        if scored.step_scores is None:
-            raise ValueError(f"advantage.mode={cfg.advantage.mode!r} needs a verifier that returns step_scores "
-                             "(e.g. math_steps)")
-        flat_ends = step_ends_for(batch, tokenizer, scored.step_spans)
-        flat_scores = scored.step_scores
-        if batch.tool_mask is not None:  # steps never end in observation text
-            flat_ends, flat_scores = drop_observation_steps(flat_ends, flat_scores, batch.tool_mask)
-        step_ends = [flat_ends[p * G:(p + 1) * G] for p in range(P)]
-        step_rewards = [flat_scores[p * G:(p + 1) * G] for p in range(P)]
+    step_rewards = group_ends = None
+    if step_scores is not None:
+        group_ends = [step_ends[p * G:(p + 1) * G] for p in range(P)]
+        step_rewards = [step_scores[p * G:(p + 1) * G] for p in range(P)]
     return token_advantages(
         group_rewards, batch.lengths.view(P, G), batch.completion_ids.shape[1], estimator=cfg.advantage.estimator,
         mode=cfg.advantage.mode, scale=cfg.advantage.scale_rewards, eps=cfg.advantage.eps,
-        step_rewards=step_rewards, step_ends=step_ends, process_weight=cfg.advantage.process_weight,
+        step_rewards=step_rewards, step_ends=group_ends, process_weight=cfg.advantage.process_weight,
     )
 
 
@@ -301,13 +318,15 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.trainer.lr, betas=cfg.trainer.adam_betas,
                                   weight_decay=cfg.trainer.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    check_sampling_memory(cfg, policy, task.longest_prompt_tokens)  # before the first batch is allocated
+    critic = build_critic(cfg, log=log) if cfg.advantage.estimator in CRITIC_ESTIMATORS else None  # PPO's value model
+    # before the first batch is allocated, after every model's weights (the critic's too) are
+    check_sampling_memory(cfg, policy, task.longest_prompt_tokens)
     config_dict = cfg.to_dict()
 
     start_step, trainer_state, pending_tensors = 0, {}, {}
     if resume:
         checkpoint = latest_checkpoint(run_dir)
-        trainer_state = load_checkpoint(checkpoint, policy, optimizer, scheduler)
+        trainer_state = load_checkpoint(checkpoint, policy, optimizer, scheduler, critic=critic)
         pending_tensors = load_trainer_tensors(checkpoint)  # the off-policy batches in flight, if any
         task.sampler.load_state_dict(trainer_state["sampler"])
         start_step = trainer_state["step"]
@@ -354,7 +373,7 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
             # batches sampled ahead: kept (their tensors in the checkpoint) or re-sampled on resume
             in_flight, tensors = pipeline.state_dict(step) if pipeline else (None, None)
             save_checkpoint(run_dir, step, policy, optimizer, scheduler, {**state(step), "pipeline": in_flight},
-                            config_dict, cfg.checkpoint.keep_last, tokenizer=tokenizer, tensors=tensors)
+                            config_dict, cfg.checkpoint.keep_last, tokenizer=tokenizer, tensors=tensors, critic=critic)
 
         def refill_rows(n: int) -> list[dict]:
             # every rank draws n prompts per rank from the shared stream and keeps its own share
@@ -373,7 +392,7 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
                 rows = distributed.shard_rows(task.sampler.next_rows(cfg.rollout.num_prompts),
                                               cfg.rollout.num_prompts)
                 metrics, samples = rl_step(cfg, policy, reference, tokenizer, optimizer, verifiers, rows,
-                                           next_rows=refill_rows, tools=tools)
+                                           next_rows=refill_rows, tools=tools, critic=critic)
             else:  # batch `step` was sampled while earlier updates ran; groups too stale are dropped
                 sampled, pipeline_metrics = pipeline.next_batch(step)
                 metrics, samples = ({"update/skipped": 1.0}, []) if sampled is None else rl_step(
@@ -386,7 +405,8 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
             metrics = distributed.mean_metrics(metrics)  # averaged over data-parallel ranks
             nonfinite_in_a_row = nonfinite_in_a_row + 1 if metrics.get("update/nonfinite_skipped") else 0
             metrics["lr"] = scheduler.get_last_lr()[0]
-            scheduler.step()
+            if not metrics.get("critic/warmup"):  # the policy's schedule starts when the policy does
+                scheduler.step()
             if cfg.eval.every_steps and (step + 1) % cfg.eval.every_steps == 0 and step + 1 < cfg.trainer.steps:
                 periodic = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers, **eval_kwargs)
                 metrics.update({f"eval/{k}": v for k, v in periodic.items()})

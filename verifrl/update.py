@@ -157,6 +157,7 @@ def update_policy(
             c_mask.to(device),
             loss_type=loss_cfg.type,
             objective=loss_cfg.objective,
+            sapo_temperatures=(loss_cfg.sapo_temperature_pos, loss_cfg.sapo_temperature_neg),
             epsilon_low=loss_cfg.epsilon_low,
             epsilon_high=loss_cfg.epsilon_high,
             delta=loss_cfg.delta,

@@ -4,10 +4,13 @@ Place in the data flow: **prompts** (dataset rows) -> rollouts -> ...
 
 Every row has ``question``, ``answer`` (an integer as a string), ``solution`` (the worked
 steps, one per line, ending ``Answer: N``; used only by the supervised warm start) and
-``difficulty`` (1-6). Difficulty 1 is one operation, 2 chains two, 3 mixes multiplication
+``difficulty`` (1-7). Difficulty 1 is one operation, 2 chains two, 3 mixes multiplication
 with precedence, 4 is a word problem of two or three steps. 5 and 6 (the tool-use variant,
 ``data.difficulties``) multiply two two-digit numbers inside a two-step problem and a word problem:
-arithmetic the tiny model cannot do in its head, but can hand to the python tool.
+arithmetic the tiny model cannot do in its head, but can hand to the python tool. 7 is the *long
+chain*: five to eight dependent operations (each step uses the previous result), in the same
+one-step-per-line format, so that a single wrong step anywhere spoils the answer (recipe
+``tiny-arith-long.yaml``, for credit assignment). The default task draws 1-4.
 
 Train and test never overlap, by construction: a problem's split is a pure function of its
 question text (a stable hash), so no seed, size or order of generation can leak a test
@@ -178,6 +181,35 @@ def _big_word_problem(rng: random.Random) -> Problem:
     return Problem(question, steps, y, 6, f"{b} * {a} + {c}")
 
 
+LONG_CHAIN_STEPS = (5, 8)
+"""Fewest and most dependent steps of a long-chain problem (difficulty 7)."""
+
+
+def _long_chain(rng: random.Random) -> Problem:
+    """Five to eight dependent operations, evaluated left to right, one step per line.
+
+    ``Compute 12 + 7 - 5 + 9 - 3 + 4.`` -> ``12 + 7 = 19``, ``19 - 5 = 14``, ... Additions and
+    subtractions of 2..9 (so there is no precedence to get wrong: the difficulty is the length),
+    with every intermediate result kept between 0 and 60 so the numbers stay in the range the
+    warm start has seen.
+    """
+    steps_count = rng.randint(*LONG_CHAIN_STEPS)
+    value = rng.randint(5, 20)
+    expression, steps = str(value), []
+    for _ in range(steps_count):
+        b = rng.randint(2, 9)
+        op = rng.choice("+-")
+        if op == "-" and value - b < 0:
+            op = "+"
+        if op == "+" and value + b > 60:
+            op = "-"
+        new = _apply(value, op, b)
+        steps.append(f"{value} {op} {b} = {new}")
+        expression += f" {op} {b}"
+        value = new
+    return Problem(f"Compute {expression}.", tuple(steps), value, 7, expression)
+
+
 GENERATORS: dict[int, Callable[[random.Random], Problem]] = {
     1: _one_op,
     2: _two_ops,
@@ -185,9 +217,12 @@ GENERATORS: dict[int, Callable[[random.Random], Problem]] = {
     4: _word_problem,
     5: _big_product,
     6: _big_word_problem,
+    7: _long_chain,
 }
+
 DEFAULT_DIFFICULTIES = (1, 2, 3, 4)
-"""The main job's task; 5 and 6 are added by the tool-use recipes (``data.difficulties``)."""
+"""The main job's task; 5 and 6 are added by the tool-use recipes, 7 (the long chain) by the
+credit-assignment recipe (``data.difficulties``)."""
 
 
 def generate_problems(
