@@ -186,3 +186,13 @@ def test_an_error_in_the_trainer_stops_the_sampler_process(tmp_path, _restore_th
     with pytest.raises(RuntimeError, match="boom at step 0"):
         train(cfg, run_dir=tmp_path / "run", log=lambda *_: None, on_step=fail)
     assert not [c for c in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
+
+
+def test_rows_sampled_ahead_must_be_storable_in_the_checkpoint():
+    import datetime
+
+    from verifrl.sampler_process import SamplerProcessError, check_rows_storable
+
+    check_rows_storable([{"question": "1 + 1", "answer": 2, "tags": ["a"], "meta": {"k": None}}])
+    with pytest.raises(SamplerProcessError, match="trainer.off_policy_steps needs dataset rows of JSON values"):
+        check_rows_storable([{"question": "q", "date": datetime.date(2026, 12, 1)}])

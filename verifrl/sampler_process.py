@@ -30,6 +30,7 @@ busy after a moment (a run ending on an error, Ctrl-C or SIGTERM leaves no orpha
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import queue
@@ -179,6 +180,7 @@ class OffPolicySampler:
                 self.slots[version % len(self.slots)][name].copy_(value)
 
     def _send(self, index: int, rows: list[dict], version: int) -> None:
+        check_rows_storable(rows)
         self.batches[index] = SampledBatch(index, version, rows, None)
         prompts = [self.prompt_for(row) for row in rows]
         self.requests.put(("sample", index, version, prompts, batch_seed(self.seed, index)))
@@ -270,6 +272,18 @@ class OffPolicySampler:
         for q in (self.requests, self.results):
             q.cancel_join_thread()
             q.close()
+
+
+def check_rows_storable(rows: list[dict]) -> None:
+    """Rows sampled ahead are written into the checkpoint's JSON state (exact resume): refuse, when
+    they are drawn, a row that JSON cannot hold, rather than fail at the first checkpoint."""
+    try:
+        json.dumps(rows)
+    except (TypeError, ValueError) as error:
+        raise SamplerProcessError(
+            f"trainer.off_policy_steps needs dataset rows of JSON values (str, numbers, lists, dicts) to "
+            f"checkpoint the batches sampled ahead: {error}; convert those columns or set "
+            f"trainer.off_policy_steps=0") from None
 
 
 def rows_sampled_ahead(pending: list[dict] | None, group_size: int) -> int:

@@ -15,7 +15,6 @@ to a non-zero factor, inequalities up to a positive factor (or by their solution
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 from typing import Any
 
@@ -23,16 +22,13 @@ import sympy as sp
 
 from verifiers.math.nodes import (DEG, MARKERS, PCT, PM, BaseNum, Bracket, Clock, ListOf, Matrix,
                                   Ratio, Rel, SetOf, Text, Union, WithUnit)
+from verifiers.math.numeric import POINTS, PREC, close, free, is_real, num, point, too_big
 from verifiers.math.policy import Policy
 from verifiers.math.reading import Reading
+from verifiers.math.sets import rel_pair_equal, rel_parts, rel_to_set, sets_equal, to_set
 from verifiers.math.units import convert_factor
 
-_PREC = 40
-_EXACT_TOL = sp.Float("1e-15", _PREC)
-_POINTS = (sp.Rational(731, 1000), sp.Rational(1379, 1000), sp.Rational(-613, 1000),
-           sp.Rational(2417, 1000), sp.Rational(-1813, 1000), sp.Rational(1931, 1000),
-           sp.Rational(3163, 1000), sp.Rational(571, 1000))
-_SYMBOL_SHIFT = sp.Rational(317, 1000)
+_EXACT_TOL = sp.Float("1e-15", PREC)
 
 
 class Ctx:
@@ -46,7 +42,7 @@ class Ctx:
     @property
     def tol(self) -> sp.Float:
         if self.gold.decimal or self.pred.decimal:
-            return sp.Float(max(self.policy.rel_tol, 1e-15), _PREC)
+            return sp.Float(max(self.policy.rel_tol, 1e-15), PREC)
         return _EXACT_TOL
 
 
@@ -86,7 +82,7 @@ def unwrap(node: Any) -> Any:
             return unwrap(Rel(items[:cut + 1], ops[:cut]))
         if all(o == "=" for o in ops):
             last = items[-1]
-            numeric = all(isinstance(i, sp.Expr) and not _free(i) for i in items)
+            numeric = all(isinstance(i, sp.Expr) and not free(i) for i in items)
             if len(items) > 2 or _is_name(items[0]) or numeric:
                 return unwrap(last)
         if ops == ("in",) and _is_name(items[0]):
@@ -317,87 +313,17 @@ def _unit_equal(g: Any, p: Any, ctx: Ctx) -> bool:
     return equal(gv, pv, ctx)
 
 
-# -- sets, intervals and relations -----------------------------------------------------------------
-def _free(x: sp.Expr) -> set:
-    return {s for s in x.free_symbols if s not in MARKERS}
-
-
-def _to_set(node: Any) -> sp.Set | None:
-    """An interval / union / set of numbers as a sympy set (None if it is not one)."""
-    if isinstance(node, Bracket) and len(node.items) == 2 and all(isinstance(i, sp.Expr) for i in node.items):
-        a, b = node.items
-        if _free(a) or _free(b):
-            return None
-        try:
-            return sp.Interval(a, b, node.open == "(", node.close == ")")
-        except (TypeError, ValueError):
-            return None
-    if isinstance(node, Union):
-        parts = [_to_set(x) for x in node.parts]
-        return None if any(x is None for x in parts) else sp.Union(*parts)
-    if isinstance(node, SetOf) and all(isinstance(i, sp.Expr) and not _free(i) for i in node.items):
-        return sp.FiniteSet(*node.items)
-    if isinstance(node, sp.Set):
-        return node  # \emptyset, \mathbb{R}
-    return None
-
-
-def _rel_to_set(rel: Rel) -> sp.Set | None:
-    """Solution set over the reals of a univariate inequality chain (``1 \\le |z| < 3``)."""
-    if any(o in ("=", "in") for o in rel.ops):
-        return None
-    if not all(isinstance(i, sp.Expr) for i in rel.items):
-        return None
-    funcs = [i for i in rel.items if isinstance(i, sp.core.function.AppliedUndef)]
-    if len(funcs) == 1:
-        # 0 < f(x) < 1: the function value is the unknown
-        unknown = sp.Symbol("__unknown__")
-        rel = Rel(tuple(unknown if i is funcs[0] else i for i in rel.items), rel.ops)
-    syms = set().union(*[_free(i) for i in rel.items])
-    if len(syms) != 1:
-        return None
-    x = next(iter(syms))
-    result: sp.Set = sp.S.Reals
-    for (a, b), op in zip(zip(rel.items, rel.items[1:]), rel.ops):
-        cond = {"<": sp.Lt, "<=": sp.Le, ">": sp.Gt, ">=": sp.Ge, "!=": sp.Ne}[op](a, b)
-        xr = sp.Symbol(x.name, real=True)
-        sol = sp.solveset(cond.subs(x, xr), xr, sp.S.Reals)
-        result = sp.Intersection(result, sol)
-    return result
-
-
-def _sets_equal(a: sp.Set, b: sp.Set) -> bool:
-    if a == b:
-        return True
-    try:
-        diff = sp.Union(sp.Complement(a, b), sp.Complement(b, a))
-        return bool(diff.is_empty) or diff == sp.S.EmptySet
-    except (TypeError, ValueError, NotImplementedError):
-        return False
-
-
+# -- sets, intervals and relations (built by sets.py) ----------------------------------------------
 def _set_equal(g: Any, p: Any, ctx: Ctx) -> bool:
     if isinstance(g, Union) and isinstance(p, Union) and len(g.parts) == len(p.parts):
         if _multiset_equal(list(g.parts), list(p.parts), ctx):
             return True
     if isinstance(g, Rel) or isinstance(p, Rel):
         return _rel_equal(g, p, ctx)
-    sg, sp_ = _to_set(g), _to_set(p)
+    sg, sp_ = to_set(g), to_set(p)
     if sg is None or sp_ is None:
         return False
-    return _sets_equal(sg, sp_)
-
-
-def _rel_parts(rel: Rel) -> list[tuple[sp.Expr, str]]:
-    """Binary relations of a chain as ``(lhs - rhs, op)`` with op in {=, !=, >, >=}."""
-    out = []
-    for (a, b), op in zip(zip(rel.items, rel.items[1:]), rel.ops):
-        a, b = sp.sympify(a), sp.sympify(b)
-        if op in ("<", "<="):
-            out.append((b - a, ">" if op == "<" else ">="))
-        else:
-            out.append((a - b, op))
-    return out
+    return sets_equal(sg, sp_)
 
 
 def _rel_equal(g: Any, p: Any, ctx: Ctx) -> bool:
@@ -406,121 +332,24 @@ def _rel_equal(g: Any, p: Any, ctx: Ctx) -> bool:
             return False
         if "in" in g.ops or "in" in p.ops:
             return False
-        gp, pp = _rel_parts(g), _rel_parts(p)
+        gp, pp = rel_parts(g), rel_parts(p)
         if len(gp) == len(pp):
-            if all(_rel_pair_equal(a, b, ctx) for a, b in zip(gp, pp)) or \
-                    all(_rel_pair_equal(a, b, ctx) for a, b in zip(gp, reversed(pp))):
+            if all(rel_pair_equal(a, b, ctx.tol) for a, b in zip(gp, pp)) or \
+                    all(rel_pair_equal(a, b, ctx.tol) for a, b in zip(gp, reversed(pp))):
                 return True
-        sg, sp_ = _rel_to_set(g), _rel_to_set(p)
-        return sg is not None and sp_ is not None and _sets_equal(sg, sp_)
+        sg, sp_ = rel_to_set(g), rel_to_set(p)
+        return sg is not None and sp_ is not None and sets_equal(sg, sp_)
     rel, other = (g, p) if isinstance(g, Rel) else (p, g)
     if rel is p and not ctx.policy.interval_vs_inequality:
         return False  # an inequality does not answer for an interval reference
-    srel = _rel_to_set(rel)
-    sother = _to_set(other)
+    srel = rel_to_set(rel)
+    sother = to_set(other)
     if srel is None or sother is None:
         return False
-    return _sets_equal(srel, sother)
-
-
-def _rel_pair_equal(a: tuple, b: tuple, ctx: Ctx) -> bool:
-    (ea, oa), (eb, ob) = a, b
-    if oa != ob:
-        return False
-    sign = 0 if oa in ("=", "!=") else 1
-    return proportional(ea, eb, ctx, sign)
-
-
-def proportional(a: sp.Expr, b: sp.Expr, ctx: Ctx, sign: int) -> bool:
-    """a == c*b for a constant c != 0 (c > 0 when sign == 1), checked at sample points."""
-    syms = sorted(_free(a) | _free(b), key=lambda s: s.name)
-    if not syms:
-        return False
-    ratios = []
-    for k in range(len(_POINTS)):
-        subs = _point(syms, k)
-        va, vb = _num(a, subs), _num(b, subs)
-        if va is None or vb is None:
-            continue
-        if abs(vb) < 1e-30 or abs(va) < 1e-30:
-            if abs(vb) < 1e-30 and abs(va) < 1e-30:
-                continue
-            return False
-        ratios.append(va / vb)
-    if len(ratios) < 2:
-        return False
-    r0 = ratios[0]
-    if sign == 1 and (abs(sp.im(r0)) > 1e-20 or sp.re(r0) <= 0):
-        return False
-    return all(_close(r, r0, ctx.tol) for r in ratios[1:])
+    return sets_equal(srel, sother)
 
 
 # -- scalars ---------------------------------------------------------------------------------------
-def _point(syms: list, k: int) -> dict:
-    n = len(_POINTS)
-    return {s: _POINTS[(k + i) % n] + i * _SYMBOL_SHIFT for i, s in enumerate(syms)}
-
-
-_HUGE_LOG10 = 1e5
-
-
-def _log10_size(expr: sp.Expr) -> float:
-    """Rough upper bound of log10 |value| of a constant power tower, without evaluating it."""
-    if isinstance(expr, sp.Pow) and expr.base.is_number and expr.exp.is_number:
-        base = expr.base
-        try:
-            lb = abs(math.log10(abs(complex(base.evalf(15))))) if not base.has(sp.Pow) else _log10_size(base)
-        except (TypeError, ValueError, OverflowError):
-            return math.inf
-        le = _log10_size(expr.exp)
-        if le > 300:
-            return math.inf
-        try:
-            e = abs(float(expr.exp.evalf(15))) if le < 300 else math.inf
-        except (TypeError, ValueError, OverflowError):
-            return math.inf
-        return e * max(lb, 1e-3)
-    if isinstance(expr, sp.factorial) and expr.args[0].is_number:
-        try:
-            n = float(expr.args[0].evalf(15))
-        except (TypeError, ValueError, OverflowError):
-            return math.inf
-        return n * math.log10(max(n, 2))
-    if isinstance(expr, sp.Integer):
-        return len(str(abs(expr.p)))
-    best = 0.0
-    for a in expr.args:
-        if isinstance(a, sp.Expr):
-            best = max(best, _log10_size(a))
-    return best
-
-
-def _too_big(expr: sp.Expr) -> bool:
-    return expr.has(sp.Pow, sp.factorial) and _log10_size(expr) > _HUGE_LOG10
-
-
-def _num(expr: sp.Expr, subs: dict | None = None) -> sp.Expr | None:
-    if _too_big(expr):
-        return None  # astronomically large: only structural equality can decide
-    try:
-        e = expr.subs(subs) if subs else expr
-        v = e.evalf(_PREC)
-    except (TypeError, ValueError, ZeroDivisionError, OverflowError, RecursionError, AttributeError):
-        return None
-    if not v.is_number or v.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
-        return None
-    return v
-
-
-def _is_real(v: sp.Expr) -> bool:
-    return bool(abs(sp.im(v)) <= sp.Float("1e-25") * max(1, abs(sp.re(v))))
-
-
-def _close(a: sp.Expr, b: sp.Expr, tol: sp.Float) -> bool:
-    diff = abs(a - b)
-    scale = max(abs(a), abs(b))
-    return bool(diff <= tol * scale or diff <= sp.Float("1e-30"))
-
 
 def _marker_variants(x: sp.Expr, ctx: Ctx, other_has: bool, marker: sp.Symbol) -> list[sp.Expr]:
     if not x.has(marker):
@@ -548,19 +377,19 @@ def expr_equal(g: sp.Expr, p: sp.Expr, ctx: Ctx) -> bool:
         return True
     if g.has(sp.oo, -sp.oo, sp.zoo) or p.has(sp.oo, -sp.oo, sp.zoo):
         return sp.simplify(g - p) == 0 if (g.is_finite is False and p.is_finite is False) and g == p else False
-    syms = sorted(_free(g) | _free(p), key=lambda s: s.name)
+    syms = sorted(free(g) | free(p), key=lambda s: s.name)
     if not syms:
         return _const_equal(g, p, ctx)
     agree = 0
-    for k in range(len(_POINTS)):
-        subs = _point(syms, k)
-        vg, vp = _num(g, subs), _num(p, subs)
+    for k in range(len(POINTS)):
+        subs = point(syms, k)
+        vg, vp = num(g, subs), num(p, subs)
         if vg is None and vp is None:
             continue
         if vg is None or vp is None:
             return False
-        if not _close(vg, vp, ctx.tol):
-            if _is_real(vg) and _is_real(vp):
+        if not close(vg, vp, ctx.tol):
+            if is_real(vg) and is_real(vp):
                 return False
             continue  # a branch choice of a fractional power at a negative point
         agree += 1
@@ -576,9 +405,9 @@ def expr_equal(g: sp.Expr, p: sp.Expr, ctx: Ctx) -> bool:
 def _const_equal(g: sp.Expr, p: sp.Expr, ctx: Ctx) -> bool:
     if g.is_Rational and p.is_Rational and not (ctx.gold.decimal or ctx.pred.decimal):
         return g == p
-    if _too_big(g) or _too_big(p):
+    if too_big(g) or too_big(p):
         return False  # not structurally equal (checked first) and too large to evaluate
-    vg, vp = _num(g), _num(p)
+    vg, vp = num(g), num(p)
     if vg is None or vp is None:
         try:
             return sp.simplify(g - p) == 0
@@ -590,7 +419,7 @@ def _const_equal(g: sp.Expr, p: sp.Expr, ctx: Ctx) -> bool:
     if p.is_Integer and not ctx.pred.decimal:
         # and, symmetrically, an integer prediction is never a rounding of a non-integer
         return bool(abs(vg - p) <= sp.Float("1e-20") * max(1, abs(p)))
-    if _close(vg, vp, ctx.tol):
+    if close(vg, vp, ctx.tol):
         return True
     return _rounded_match(g, p, vg, vp, ctx)
 
