@@ -10,8 +10,8 @@ import torch
 from verifrl.config import ConfigError
 from verifrl.config_loading import load_config
 from verifrl.losses import policy_loss, rollout_correction_weights
-from verifrl.offpolicy import (correction_metrics, recomputed_old_logprobs, resolve_off_policy, sampler_gap_metrics,
-                               stale_groups, staleness_metrics)
+from verifrl.offpolicy import (correction_metrics, forward_gap_metrics, old_logprobs_from_forward, resolve_off_policy,
+                               sampler_gap_metrics, stale_groups, staleness_metrics)
 from verifrl.rollout import RolloutBatch
 from verifrl.update import TrainBatch, completion_logprobs, update_policy
 
@@ -170,19 +170,67 @@ def test_with_tools_the_correction_reads_model_tokens_only(tiny_model, tiny_toke
     cfg = load_config("recipes/tiny-arith.yaml", [
         f"loss.rollout_correction.mode={mode}", "loss.rollout_correction.level=sequence",
         "loss.rollout_correction.clip_max=3", "rollout.temperature=1.0", "trainer.micro_batch_size=0"])
-    old, weights, metrics = recomputed_old_logprobs(cfg, tiny_model, batch, batch.model_mask)
+    # pi_old and the weights come from the update's own forward (no separate pass): buffers it fills
+    old, weights, source = old_logprobs_from_forward(cfg, batch)
+    assert bool(old.isnan().all()) and weights is not None
+    # the update: ratio 1, advantage 1 (garbage on observations), dapo over the model tokens only
+    advantages = torch.where(tool_mask, torch.full_like(old, 100.0), torch.ones_like(old))
+    train_batch = TrainBatch(prompt_ids, prompt_mask, completion, own, old, advantages, context_mask=context,
+                             token_weights=weights, old_from_forward=source)
+    out = update_policy(tiny_model, torch.optim.SGD(tiny_model.parameters(), lr=0.0), train_batch,
+                        cfg.loss, temperature=1.0, micro_batch_size=0, max_grad_norm=0.0, max_completion_length=40)
     # pi_old is the trainer's forward with the observations in the context
     torch.testing.assert_close(old * context, trainer_logp * context)
     expected = torch.stack([torch.full_like(old[0], 2.0), torch.full_like(old[1], 0.25)]) * own
     torch.testing.assert_close(weights, expected, rtol=1e-4, atol=1e-5)  # 0 on observation tokens
+    metrics = forward_gap_metrics(old, weights, batch.sampler_logprobs, batch.model_mask)
     assert metrics["offpolicy/log_ratio_abs_max"] == pytest.approx(max(LN(2) / n0, LN(4) / n1), rel=1e-4)
     assert metrics["offpolicy/correction_zeroed_frac"] == 0.0
-
-    # the update: ratio 1, advantage 1 (garbage on observations), dapo over the model tokens only
-    advantages = torch.where(tool_mask, torch.full_like(old, 100.0), torch.ones_like(old))
-    train_batch = TrainBatch(prompt_ids, prompt_mask, completion, own, old, advantages, context_mask=context,
-                             token_weights=weights)
-    out = update_policy(tiny_model, torch.optim.SGD(tiny_model.parameters(), lr=0.0), train_batch,
-                        cfg.loss, temperature=1.0, micro_batch_size=0, max_grad_norm=0.0, max_completion_length=40)
     assert cfg.loss.type == "dapo"
     assert out["pg_loss"] == pytest.approx(-(2.0 * n0 + 0.25 * n1) / (n0 + n1), rel=1e-4)
+
+
+def test_pi_old_from_the_first_forward_equals_a_separate_pass(tiny_model, tiny_tokenizer):
+    """Two updates on one batch (num_iterations 2) with pi_old read from the first update's forward
+    give the weights of the same updates with pi_old from a separate no-grad pass; a row with
+    all-zero advantages is never run, stays NaN and is left out of the gap metrics."""
+    import copy
+
+    from tests.test_tool_training import _hand_built
+    from verifrl.update import batched_logprobs
+
+    prompt_ids, prompt_mask, completion, context, _ = _hand_built(tiny_tokenizer)
+    prompt_ids, prompt_mask = prompt_ids.repeat(2, 1), prompt_mask.repeat(2, 1)
+    completion, context = completion.repeat(2, 1), context.repeat(2, 1)  # (4, Lc)
+    advantages = torch.tensor([1.0, -0.5, 0.0, 2.0])[:, None] * context  # row 2: nothing to learn
+    sampler = batched_logprobs(tiny_model, prompt_ids, prompt_mask, completion, context, 1.0) - 0.1 * context
+    batch = RolloutBatch(prompt_ids, prompt_mask, completion, context, sampler, context.sum(1),
+                         torch.zeros(4, dtype=torch.bool), [""] * 4, 2)
+    cfg = load_config("recipes/tiny-arith.yaml", ["loss.rollout_correction.mode=truncate",
+                                                  "loss.rollout_correction.level=token"])
+
+    def two_updates(model, old, weights, source):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        train_batch = TrainBatch(prompt_ids, prompt_mask, completion, context, old, advantages,
+                                 token_weights=weights, old_from_forward=source)
+        for _ in range(2):
+            update_policy(model, optimizer, train_batch, cfg.loss, temperature=1.0, micro_batch_size=1,
+                          max_grad_norm=0.0, max_completion_length=40)
+
+    separate = copy.deepcopy(tiny_model)
+    old_separate = batched_logprobs(separate, prompt_ids, prompt_mask, completion, context, 1.0)
+    weights_separate = rollout_correction_weights(old_separate, sampler, context, mode="truncate", level="token",
+                                                  clip_max=3.0)
+    two_updates(separate, old_separate, weights_separate, None)
+
+    fused = copy.deepcopy(tiny_model)
+    old, weights, source = old_logprobs_from_forward(cfg, batch)
+    two_updates(fused, old, weights, source)
+
+    assert bool(old[2].isnan().all()) and not bool(old[[0, 1, 3]].isnan().any())
+    torch.testing.assert_close(old[[0, 1, 3]] * context[[0, 1, 3]], old_separate[[0, 1, 3]] * context[[0, 1, 3]])
+    torch.testing.assert_close(weights[[0, 1, 3]], weights_separate[[0, 1, 3]])
+    for a, b in zip(fused.parameters(), separate.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    metrics = forward_gap_metrics(old, weights, sampler, context)
+    assert metrics["offpolicy/log_ratio_abs_mean"] == pytest.approx(0.1, abs=1e-5)

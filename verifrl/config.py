@@ -342,8 +342,9 @@ class TrainerConfig:
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """torchrun: ddp (full copy per rank, gradient all-reduce) or fsdp (FSDP2: weights/grads/optimizer sharded)."""
     recompute_old_logprobs: bool | None = None
-    """Recompute pi_old with a no-grad trainer forward before the update, and log the sampler/trainer
-    gap (``offpolicy/*``). None: on when a rollout correction or off_policy_steps needs it."""
+    """Take pi_old from the trainer instead of the sampler's log-probs, and log the sampler/trainer
+    gap (``offpolicy/*``). No extra pass: the update's first forward on the batch is pi_old (read
+    detached, as verl does on-policy). None: on when a rollout correction or off_policy_steps needs it."""
     off_policy_steps: int = 0
     """Sample the batch of step k+N with step k's weights in a separate sampler process while the
     trainer updates (0: sample and update in turn, on one set of weights). docs/off-policy.md."""

@@ -5,7 +5,8 @@ advantages -> loss -> ...
 
 Three policies meet in an update (docs/off-policy.md): pi_behav, the sampler that drew the tokens
 (another engine, bf16 kernels, or weights some versions old); pi_old, the trainer's own forward
-under the weights the batch is credited to (recomputed with ``trainer.recompute_old_logprobs``);
+under the weights the batch is credited to (with ``trainer.recompute_old_logprobs``: read from the
+update's own first forward, no extra pass);
 and pi_theta, the weights being trained. This module holds the pure functions that measure the
 pi_old / pi_behav gap, decide which rows are too stale to train on, and resolve the ``auto``
 defaults of the correction from the engine and the weights' dtype.
@@ -16,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from verifrl.losses import masked_mean, rollout_correction_weights
-from verifrl.update import batched_logprobs
+from verifrl.losses import masked_mean
+from verifrl.update import OldFromForward
 
 # the sampler's engine reads the trainer's float32 weights with the trainer's own kernels: the
 # recorded log-probs equal a recomputation up to float32 rounding (~1e-6, bench/sampler_gap.py)
@@ -99,19 +100,33 @@ def resolve_off_policy(cfg, param_dtype: torch.dtype) -> None:
         cfg.trainer.recompute_old_logprobs = correction.mode != "none" or cfg.trainer.off_policy_steps > 0
 
 
-def recomputed_old_logprobs(cfg, policy, batch, loss_mask: Tensor) -> tuple[Tensor, Tensor | None, dict[str, float]]:
-    """pi_old by a no-grad forward of the trainer, the correction weights, and the gap metrics.
+def old_logprobs_from_forward(cfg, batch) -> tuple[Tensor, Tensor | None, OldFromForward]:
+    """Buffers for pi_old and the correction weights, filled by the update's first forward.
 
-    Returns ``(old_logprobs (N, Lc), token_weights (N, Lc) or None when the correction is off,
-    offpolicy/* metrics)`` for a :class:`~verifrl.rollout.RolloutBatch` and its loss mask.
+    Returns ``(old_logprobs (N, Lc) NaN, token_weights (N, Lc) zeros or None when the correction is
+    off, the OldFromForward that tells the update to fill them)``: see
+    :class:`verifrl.update.OldFromForward`. No extra forward pass: the update computes the policy's
+    log-probs anyway, and before its first optimiser step they are pi_old.
     """
-    old_logprobs = batched_logprobs(policy, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
-                                    batch.completion_mask, cfg.rollout.temperature, cfg.trainer.micro_batch_size)
-    metrics = sampler_gap_metrics(old_logprobs, batch.sampler_logprobs, loss_mask)
     correction = cfg.loss.rollout_correction
-    if correction.mode == "none":
-        return old_logprobs, None, metrics
-    weights = rollout_correction_weights(old_logprobs, batch.sampler_logprobs, loss_mask, mode=correction.mode,
-                                         level=correction.level, clip_min=correction.clip_min,
-                                         clip_max=correction.clip_max)  # (N, Lc)
-    return old_logprobs, weights, {**metrics, **correction_metrics(weights, loss_mask)}
+    old_logprobs = torch.full(batch.completion_ids.shape, float("nan"))  # (N, Lc)
+    token_weights = None if correction.mode == "none" else torch.zeros(batch.completion_ids.shape)  # (N, Lc)
+    return old_logprobs, token_weights, OldFromForward(batch.sampler_logprobs,
+                                                       None if correction.mode == "none" else correction)
+
+
+def forward_gap_metrics(old_logprobs: Tensor, token_weights: Tensor | None, sampler_logprobs: Tensor,
+                        loss_mask: Tensor) -> dict[str, float]:
+    """The sampler/trainer gap (and what the correction did) over the tokens the update trained.
+
+    Rows the update skipped (all-zero advantages: no gradient, so no forward) are NaN in
+    ``old_logprobs`` and left out. (N, Lc) each -> ``offpolicy/*`` floats; {} when nothing trained.
+    """
+    trained = loss_mask.bool() & ~old_logprobs.isnan()  # (N, Lc)
+    if not bool(trained.any()):
+        return {}
+    old = torch.nan_to_num(old_logprobs)
+    metrics = sampler_gap_metrics(old, sampler_logprobs, trained)
+    if token_weights is not None:
+        metrics.update(correction_metrics(token_weights, trained))
+    return metrics

@@ -28,7 +28,7 @@ from verifrl.evaluation import eval_settings, evaluate
 from verifrl.groups import build_tools, sample_groups, training_sampling
 from verifrl.memory import check_sampling_memory
 from verifrl.models import load_policy, reference_model, seed_everything
-from verifrl.offpolicy import recomputed_old_logprobs, resolve_off_policy
+from verifrl.offpolicy import forward_gap_metrics, old_logprobs_from_forward, resolve_off_policy
 from verifrl.prompts import prepare_task, prompt_for
 from verifrl.rewards import kl_penalized_sequence_rewards
 from verifrl.rundir import claim_run_dir, truncate_step_logs
@@ -147,15 +147,14 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
         rows, batch, scored, rewards = kept.rows, kept.batch, kept.scored, kept.rewards
     P = len(rows)
 
-    # 3. pi_old recomputed by the trainer (the sampler's engine, precision or weights may differ),
-    # the rollout correction weights and the sampler/trainer gap metrics
+    # 3. pi_old: the sampler's log-probs, or the trainer's own (the sampler's engine, precision or
+    # weights may differ), read from the update's first forward with the rollout correction weights
     loss_mask = batch.model_mask.clone()  # the policy's own tokens: never a tool observation
     if cfg.reward.mask_truncated:
         loss_mask[batch.truncated] = 0
-    old_logprobs, token_weights, gap_metrics = batch.sampler_logprobs, None, {}
+    old_logprobs, token_weights, old_from_forward = batch.sampler_logprobs, None, None
     if cfg.trainer.recompute_old_logprobs:
-        with timer("recompute"):
-            old_logprobs, token_weights, gap_metrics = recomputed_old_logprobs(cfg, policy, batch, loss_mask)
+        old_logprobs, token_weights, old_from_forward = old_logprobs_from_forward(cfg, batch)
 
     # 4. reference log-probs (loss.beta > 0), and the KL-in-reward penalty
     ref_logprobs = None
@@ -181,7 +180,8 @@ def rl_step(cfg: Config, policy, reference, tokenizer, optimizer, verifiers, row
     update_metrics = update(TrainBatch(batch.prompt_ids, batch.prompt_mask, batch.completion_ids, loss_mask,
                                        old_logprobs, advantages, ref_logprobs,
                                        context_mask=None if batch.tool_mask is None else batch.completion_mask,
-                                       token_weights=token_weights))
+                                       token_weights=token_weights, old_from_forward=old_from_forward))
+    gap_metrics = forward_gap_metrics(old_logprobs, token_weights, batch.sampler_logprobs, loss_mask) if old_from_forward else {}
     if critic is not None:
         with timer("critic"):
             update_metrics.update(critic_step(critic, batch, loss_mask, values, returns, cfg.trainer.num_iterations))

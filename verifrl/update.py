@@ -17,7 +17,7 @@ from transformers import PreTrainedModel
 
 from verifrl import distributed, logprobs
 from verifrl.models import forward_accepts
-from verifrl.losses import LOSS_AGGREGATIONS, policy_loss
+from verifrl.losses import LOSS_AGGREGATIONS, policy_loss, rollout_correction_weights
 
 
 @dataclass
@@ -35,6 +35,26 @@ class TrainBatch:
     # and spliced tool observations); None: completion_mask. completion_mask stays the model-token mask.
     token_weights: torch.Tensor | None = None  # (N, Lc) rollout correction pi_old / pi_sampler on the
     # model tokens (0 elsewhere), or None: multiplies each token's policy-gradient term, not the normaliser
+    old_from_forward: OldFromForward | None = None  # pi_old is the policy as it stands: see the class
+
+
+@dataclass
+class OldFromForward:
+    """pi_old taken from the update's own forward instead of a separate no-grad pass.
+
+    Before the first optimiser step on a batch, pi_old *is* the policy, so the forward that the
+    loss needs already computes it (verl skips its old-log-prob pass the same way when on-policy).
+    The first update on the batch fills ``TrainBatch.old_logprobs`` (a NaN buffer: rows it skips
+    for all-zero advantages stay NaN) with that forward's detached log-probs and, when
+    ``correction`` is set, ``TrainBatch.token_weights`` with the rollout correction weights
+    computed from them and ``sampler_logprobs`` (the same function, row by row); later updates on
+    the batch (``trainer.num_iterations > 1``) read both buffers as fixed tensors. The ratio of
+    the first update is exactly 1 in value, with the policy's gradient.
+    """
+
+    sampler_logprobs: torch.Tensor  # (N, Lc) the behaviour policy's log-probs
+    correction: object | None = None  # loss.rollout_correction (mode truncate / mask), or None: off
+    filled: bool = False
 
 
 def _trimmed(prompt_ids, prompt_mask, completion_ids, completion_mask):
@@ -94,6 +114,19 @@ def batched_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_
     return out
 
 
+def _fill_old_from_forward(batch: TrainBatch, source: OldFromForward, rows: torch.Tensor, width: int,
+                           old_logp: torch.Tensor, mask: torch.Tensor) -> None:
+    """Write one micro-batch's pi_old (its forward, detached) and correction weights into the batch."""
+    batch.old_logprobs[rows] = 0.0  # the row's padding past this micro-batch's width: 0, not NaN
+    batch.old_logprobs[rows, :width] = old_logp.cpu()
+    correction = source.correction
+    if correction is not None:
+        weights = rollout_correction_weights(old_logp, source.sampler_logprobs[rows, :width].to(old_logp.device), mask,
+                                             mode=correction.mode, level=correction.level,
+                                             clip_min=correction.clip_min, clip_max=correction.clip_max)  # (n, width)
+        batch.token_weights[rows, :width] = weights.cpu()
+
+
 def micro_batches(lengths: torch.Tensor, micro_batch_size: int) -> list[torch.Tensor]:
     """Row indices grouped by similar total length (less padding per micro-batch)."""
     order = torch.argsort(lengths, descending=True)
@@ -122,6 +155,7 @@ def update_policy(
     lengths = batch.prompt_mask.sum(1) + context.sum(1)
     sums: dict[str, float] = {}
     entropy_sum, entropy_count = 0.0, 0
+    fill_old = batch.old_from_forward if batch.old_from_forward and not batch.old_from_forward.filled else None
     optimizer.zero_grad(set_to_none=True)
     # A row whose advantages are all zero has exactly zero loss gradient unless a KL term is in the
     # loss (or a per-micro-batch normaliser, bnpo's, counts its tokens): skip its forward/backward entirely.
@@ -149,6 +183,8 @@ def update_policy(
         c_mask = batch.completion_mask[rows, :width]  # observation tokens: in the context, never in the loss
         logp, entropy = completion_logprobs(model, p_ids, p_mask, c_ids, c_context, temperature, with_entropy=True)
         device = logp.device
+        if fill_old is not None:
+            _fill_old_from_forward(batch, fill_old, rows, width, logp.detach(), c_mask.to(device))
         kwargs = {"num_items_in_batch": total_tokens.to(device)} if batch_normalised else {}
         loss, metrics = policy_loss(
             logp,
@@ -177,6 +213,8 @@ def update_policy(
         entropy_sum += float(entropy[mask].sum())
         entropy_count += int(mask.sum())
         sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * weight
+    if fill_old is not None:
+        fill_old.filled = True
     for param in model.parameters():  # nothing active: a zero gradient (Adam's moments still move)
         if param.requires_grad and param.grad is None:
             param.grad = torch.zeros_like(param)
