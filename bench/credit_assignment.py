@@ -11,6 +11,10 @@ chain (5-8 dependent steps, recipes/tiny-arith-long.yaml):
 - ``ppo_dense``: PPO with a critic and GAE, outcome reward plus a dense step penalty
   (--step-weight * (score - 1)) on each step's last token.
 
+Modifiers after a ``+`` change a method: ``strict`` (a step's operands must come from the question
+or earlier results), ``first_error`` (step rewards only up to the first false step),
+``gamma=X``, ``lam=X``, ``weight=X`` (the step reward scale), e.g. ``ppo_dense+strict+gamma=0.99``.
+
 Held-out greedy accuracy every --eval-every steps, time per step, and for each method the first
 step at which it reaches outcome GRPO's final accuracy on the same task and seed (the claim
 tested: on the long task some step-level method gets there in <= 60 % of GRPO's steps).
@@ -44,6 +48,35 @@ def method_overrides(args) -> dict[str, list[str]]:
         "ppo": critic + ["advantage.mode=outcome"],
         "ppo_dense": critic + ["advantage.mode=outcome+process", f"advantage.process_weight={args.step_weight}"],
     }
+
+
+# the step verifier of both recipes, with the step check tied to the question (see MODIFIERS)
+STRICT_STEPS = ("reward.verifiers=[{name: math_steps, weight: 1.0, "
+                "kwargs: {segmenter: line, neutral_score: 0.5, strict: true}}]")
+MODIFIERS = {
+    # a step's operands must be numbers of the question or results of earlier true steps, so
+    # "true but irrelevant" steps (8 + 7 = 15 out of nowhere) score 0 (math_steps strict)
+    "strict": lambda value: [STRICT_STEPS],
+    # only the steps up to the first false one (and the answer) carry a step reward
+    "first_error": lambda value: ["advantage.step_credit=first_error"],
+    "gamma": lambda value: [f"advantage.gamma={value}"],
+    "weight": lambda value: [f"advantage.process_weight={value}"],
+    "lam": lambda value: [f"advantage.lam={value}"],
+}
+
+
+def overrides_for(name: str, methods: dict[str, list[str]]) -> list[str]:
+    """``ppo_dense+strict+gamma=0.99`` -> the method's overrides then each modifier's (later wins)."""
+    base, *mods = name.split("+")
+    if base not in methods:
+        raise SystemExit(f"unknown method {base!r}; have {sorted(methods)}")
+    out = list(methods[base])
+    for mod in mods:
+        key, _, value = mod.partition("=")
+        if key not in MODIFIERS:
+            raise SystemExit(f"unknown modifier {key!r} in {name!r}; have {sorted(MODIFIERS)}")
+        out += MODIFIERS[key](value)
+    return out
 
 
 def read_run(metrics_file: Path) -> tuple[dict[int, float], list[float]]:
@@ -83,19 +116,17 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="extra section.key=value overrides for every run")
     args = parser.parse_args()
     methods = method_overrides(args)
-    unknown = set(args.methods) - set(methods)
-    if unknown:
-        parser.error(f"unknown methods {sorted(unknown)}; have {sorted(methods)}")
+    method_args = {name: overrides_for(name, methods) for name in args.methods}  # unknown names fail here
 
     results = []
     for task in args.tasks:
         for seed in args.seeds:
             for method in args.methods:
-                overrides = methods[method] + args.overrides + [
+                overrides = method_args[method] + args.overrides + [
                     f"trainer.steps={args.steps}", f"trainer.seed={seed}", f"data.num_test={args.num_test}",
                     f"eval.every_steps={args.eval_every}", "logging.wandb=disabled", "logging.progress=false",
                     "checkpoint.every_steps=0", "checkpoint.save_final_model=false"]
-                run_dir = Path(args.out) / f"{task}-{method}-s{seed}"
+                run_dir = Path(args.out) / f"{task}-{method.replace('=', '')}-s{seed}"
                 start = time.time()
                 summary = train(load_config(TASKS[task], overrides), f"bench-{task}-{method}", run_dir=run_dir,
                                 log=lambda *_: None)
@@ -111,7 +142,7 @@ def main() -> None:
         rows = [r for r in results if r["task"] == task]
         steps_seen = sorted({k for r in rows for k in r["curve"]})
         print(f"\n{task} task: held-out greedy accuracy after N steps (mean of seeds {args.seeds})")
-        print(f"{'method':<14}" + "".join(f"{n:>7}" for n in steps_seen) + f"{'s/step':>8}{'reach GRPO final':>18}")
+        print(f"{'method':<30}" + "".join(f"{n:>7}" for n in steps_seen) + f"{'s/step':>8}{'reach GRPO final':>18}")
         for method in args.methods:
             runs = [r for r in rows if r["method"] == method]
             if not runs:
@@ -124,7 +155,7 @@ def main() -> None:
                     n = steps_to_reach(r["curve"], baseline["accuracy_after"])
                     reach.append("-" if n is None else f"{n}/{args.steps}")
             seconds = statistics.mean(r["seconds_per_step"] or 0 for r in runs)
-            print(f"{method:<14}" + "".join(f"{m:>7.1%}" for m in means) + f"{seconds:>8.2f}"
+            print(f"{method:<30}" + "".join(f"{m:>7.1%}" for m in means) + f"{seconds:>8.2f}"
                   + f"{', '.join(reach):>18}")
     print(json.dumps({"runs": results}))
 

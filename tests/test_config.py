@@ -67,6 +67,8 @@ def test_override_values_are_read_as_yaml():
 @pytest.mark.parametrize("override, message", [
     ("advantage.estimator=grpp", "advantage.estimator: unknown advantage estimator 'grpp' (did you mean 'grpo'?)"),
     ("advantage.mode=proces", "advantage.mode: unknown advantage mode 'proces' (did you mean 'process'?)"),
+    ("advantage.step_credit=first_error",
+     "advantage.step_credit=first_error needs step rewards: advantage.mode process or outcome+process"),
     ("advantage.scale_rewards=grup", "advantage.scale_rewards: unknown reward scaling 'grup' (did you mean 'group'?)"),
     ("loss.type=dapoo", "loss.type: unknown loss aggregation 'dapoo' (did you mean 'dapo'?)"),
     ("loss.objective=ppo_clp", "loss.objective: unknown policy objective 'ppo_clp' (did you mean 'ppo_clip'?)"),

@@ -142,3 +142,16 @@ def test_step_end_tokens_edges():
     assert step_end_tokens([], []) == []
     with pytest.raises(ValueError, match="past the decoded text"):
         step_end_tokens([(0, 12)], offsets)
+
+
+def test_until_first_error_keeps_steps_to_the_first_false_one_and_the_answer():
+    from verifrl.segments import until_first_error
+
+    ends = [[3, 7, 11, 15, 20], [4, 9, 12], [5, 8], [6]]
+    scores = [[1.0, 0.5, 0.0, 1.0, 0.0],  # false at step 2: step 3 (true) is dropped, the answer kept
+              [1.0, 1.0, 1.0],  # no error: all kept
+              [0.0, 1.0],  # the first step false: it and the (right) answer
+              [0.0]]  # the answer alone (a wrong answer is not a "first error" to cut after)
+    kept_ends, kept_scores = until_first_error(ends, scores)
+    assert kept_ends == [[3, 7, 11, 20], [4, 9, 12], [5, 8], [6]]
+    assert kept_scores == [[1.0, 0.5, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0], [0.0]]

@@ -239,6 +239,9 @@ class AdvantageConfig:
     """Weight of the process-supervision term in outcome+process mode (steps come from the verifier
     that returns step_scores, e.g. math_steps, whose ``segmenter`` kwarg sets the segmentation);
     with estimator gae, the scale of the dense step rewards."""
+    step_credit: Literal["all", "first_error"] = "all"
+    """Process modes: which steps carry a step reward. first_error: the steps up to a completion's
+    first false step and its answer step (later steps are dropped: the chain is lost by then)."""
     gamma: float = 1.0
     """estimator gae: discount per token (verl algorithm.gamma)."""
     lam: float = 0.95

@@ -224,6 +224,8 @@ def validate(cfg: Config) -> None:
         (cfg.loss.delta is None or cfg.loss.delta > 1, "loss.delta must be > 1 (it bounds the ratio)"),
         (cfg.advantage.eps >= 0 and _finite(cfg.advantage.eps), "advantage.eps must be a finite number >= 0"),
         (_finite(cfg.advantage.process_weight), "advantage.process_weight must be finite"),
+        (cfg.advantage.step_credit == "all" or cfg.advantage.mode != "outcome",
+         "advantage.step_credit=first_error needs step rewards: advantage.mode process or outcome+process"),
         (len(cfg.reward.verifiers) >= 1, "reward.verifiers must name at least one verifier"),
         (cfg.reward.overlong_cache_length >= 0, "reward.overlong_cache_length must be >= 0 (0: off)"),
         (cfg.reward.overlong_cache_length < cfg.rollout.max_new_tokens or cfg.reward.overlong_cache_length == 0,

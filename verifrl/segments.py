@@ -109,6 +109,16 @@ def step_end_tokens(spans: Sequence[Span], token_offsets: Sequence[Span]) -> lis
     return ends
 
 
+def step_ends_for(batch, tokenizer, step_spans) -> list[list[int]]:
+    """Token index of each step's last character, per completion. [N][K_i]."""
+    ends = []
+    for i, spans in enumerate(step_spans):
+        ids = batch.completion_ids[i, : int(batch.lengths[i])].tolist()
+        offsets = token_char_offsets(tokenizer, ids)
+        ends.append(step_end_tokens(spans, offsets) if spans else [])
+    return ends
+
+
 def drop_observation_steps(step_ends: list[list[int]], step_scores: list[list[float]],
                            tool_mask) -> tuple[list[list[int]], list[list[float]]]:
     """Steps that end inside a tool observation are dropped with their scores: a step's reward is
@@ -116,6 +126,24 @@ def drop_observation_steps(step_ends: list[list[int]], step_scores: list[list[fl
     kept_ends, kept_scores = [], []
     for i, (ends, scores) in enumerate(zip(step_ends, step_scores)):
         keep = [k for k, end in enumerate(ends) if not bool(tool_mask[i, end])]
+        kept_ends.append([ends[k] for k in keep])
+        kept_scores.append([scores[k] for k in keep])
+    return kept_ends, kept_scores
+
+
+def until_first_error(step_ends: list[list[int]], step_scores: list[list[float]],
+                      ) -> tuple[list[list[int]], list[list[float]]]:
+    """Keep each completion's steps up to its first false step (score 0) and its answer step (the
+    last); the steps in between carry no step reward (``advantage.step_credit: first_error``).
+
+    After a wrong step the chain is lost whatever follows, so later steps, true or false, say
+    nothing about the choice that mattered; dropping them also stops "true steps after the error"
+    from earning reward. [N][K_i] each; the answer step is always the last and always kept.
+    """
+    kept_ends, kept_scores = [], []
+    for ends, scores in zip(step_ends, step_scores):
+        first = next((k for k, score in enumerate(scores[:-1]) if score == 0.0), None)
+        keep = list(range(len(scores))) if first is None else [*range(first + 1), len(scores) - 1]
         kept_ends.append([ends[k] for k in keep])
         kept_scores.append([scores[k] for k in keep])
     return kept_ends, kept_scores

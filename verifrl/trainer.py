@@ -34,7 +34,7 @@ from verifrl.rewards import kl_penalized_sequence_rewards
 from verifrl.rundir import claim_run_dir, truncate_step_logs
 from verifrl.sampler_process import OffPolicySampler, SampledBatch, reserve_sampler_cores, rows_sampled_ahead
 from verifrl.scoring import build_verifiers, rate_warnings, step_metrics
-from verifrl.segments import drop_observation_steps, step_end_tokens, token_char_offsets
+from verifrl.segments import drop_observation_steps, step_ends_for, until_first_error
 from verifrl.tool_session import ToolSet, tool_metrics
 from verifrl.tracking import Tracker
 from verifrl.update import TrainBatch, batched_logprobs, update_policy
@@ -72,16 +72,6 @@ def lr_lambda(cfg: Config):
         return 1.0
 
     return factor
-
-
-def step_ends_for(batch, tokenizer, step_spans) -> list[list[int]]:
-    """Token index of each step's last character, per completion. [N][K_i]."""
-    ends = []
-    for i, spans in enumerate(step_spans):
-        ids = batch.completion_ids[i, : int(batch.lengths[i])].tolist()
-        offsets = token_char_offsets(tokenizer, ids)
-        ends.append(step_end_tokens(spans, offsets) if spans else [])
-    return ends
 
 
 class NonFiniteTraining(RuntimeError):
@@ -221,6 +211,8 @@ def _step_rewards(cfg: Config, tokenizer, batch, scored) -> tuple[list | None, l
     ends, scores = step_ends_for(batch, tokenizer, scored.step_spans), scored.step_scores
     if batch.tool_mask is not None:
         ends, scores = drop_observation_steps(ends, scores, batch.tool_mask)
+    if cfg.advantage.step_credit == "first_error":
+        ends, scores = until_first_error(ends, scores)
     return scores, ends
 
 
