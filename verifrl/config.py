@@ -354,6 +354,9 @@ class TrainerConfig:
     sampler_threads: int = 0
     """off_policy_steps > 0 on a CPU: torch threads of the sampler process (0: half the cores); the
     trainer gets the other cores unless trainer.threads is set."""
+    sampler_ranks: int = 0
+    """off_policy_steps > 0 under torchrun: the last K ranks sample (each a share of the prompts, on
+    its own device) while the other ranks train with ddp; weights go to them after every update."""
 
 
 @dataclass

@@ -176,6 +176,9 @@ def _check_off_policy(cfg: Config) -> None:
     if correction.mode in ("truncate", "mask") and cfg.trainer.recompute_old_logprobs is False:
         raise ConfigError(f"loss.rollout_correction.mode={correction.mode} compares the sampler with a recomputed "
                           "pi_old: it needs trainer.recompute_old_logprobs (true or null)")
+    if cfg.trainer.sampler_ranks and not cfg.trainer.off_policy_steps:
+        raise ConfigError("trainer.sampler_ranks > 0 splits torchrun's ranks into samplers and trainers: it needs "
+                          "trainer.off_policy_steps > 0")
     if not cfg.trainer.off_policy_steps:
         return
     if cfg.rollout.dynamic_sampling == "refill":
@@ -186,9 +189,16 @@ def _check_off_policy(cfg: Config) -> None:
     if cfg.rollout.tools:
         raise ConfigError("trainer.off_policy_steps > 0 samples in a process without the tool sandboxes: not with "
                           "rollout.tools (the rollout correction and trainer.recompute_old_logprobs work with tools)")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("trainer.off_policy_steps > 0 is single-process for now: not under torchrun "
-                          "(docs/off-policy.md describes the sampler/trainer rank split)")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not cfg.trainer.sampler_ranks:
+        raise ConfigError("trainer.off_policy_steps > 0 under torchrun samples on ranks of its own: set "
+                          "trainer.sampler_ranks (e.g. 1: the last rank samples, the others train)")
+    if cfg.trainer.sampler_ranks and world <= cfg.trainer.sampler_ranks:
+        raise ConfigError(f"trainer.sampler_ranks={cfg.trainer.sampler_ranks} needs torchrun with more ranks than "
+                          f"that (WORLD_SIZE={world}): the first ranks train, the last sample")
+    if cfg.trainer.sampler_ranks and cfg.trainer.parallel == "fsdp":
+        raise ConfigError("trainer.sampler_ranks works with trainer.parallel=ddp (the samplers hold whole copies; "
+                          "fsdp's mesh would span them)")
 
 
 def validate(cfg: Config) -> None:
@@ -249,6 +259,7 @@ def validate(cfg: Config) -> None:
         (0 <= cfg.reward.warn_error_rate <= 1, "reward.warn_error_rate must be in [0, 1]"),
         (cfg.rollout.max_memory_gb >= 0, "rollout.max_memory_gb must be >= 0 (0: the device's free memory)"),
         (cfg.trainer.off_policy_steps >= 0, "trainer.off_policy_steps must be >= 0"),
+        (cfg.trainer.sampler_ranks >= 0, "trainer.sampler_ranks must be >= 0"),
         (cfg.trainer.sampler_threads >= 0, "trainer.sampler_threads must be >= 0"),
     ]
     for ok, message in checks:

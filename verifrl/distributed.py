@@ -31,6 +31,12 @@ in every backward, collectives that every rank must join, so under fsdp:
   rank writing its own shard (:func:`save_sharded`), and are re-sharded onto any number of ranks
   when loaded (:func:`load_sharded`); the full weights are gathered only for the from_pretrained
   copy in the checkpoint and ``final_model`` (:func:`full_model_state`).
+
+``trainer.sampler_ranks: K`` (with ``trainer.off_policy_steps``) takes the last K ranks out of
+training: :func:`split_sampler_ranks` makes the first W-K ranks the *trainers* (every collective
+here runs in their group, and :func:`world_size` / :func:`rank` count them only) and the last K
+the *samplers*, which sample the next batches while the trainers update
+(:mod:`verifrl.sampler_ranks`).
 """
 
 from __future__ import annotations
@@ -43,6 +49,12 @@ import torch
 import torch.distributed as dist
 
 
+_TRAINERS = None  # the trainer ranks' process group when sampler ranks are split off (None: the world)
+_SAMPLER_RANKS: tuple[int, ...] = ()
+_PIPE = None  # trainer rank 0 + the samplers: requests and weights (the world's backend)
+_PIPE_BATCHES = None  # the same ranks on gloo: sampled batches, as bytes on the CPU, sent without blocking
+
+
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -52,7 +64,8 @@ def is_initialized() -> bool:
 
 
 def world_size() -> int:
-    return dist.get_world_size() if is_initialized() else 1
+    """Data-parallel (trainer) ranks: the world less the sampler ranks."""
+    return dist.get_world_size() - len(_SAMPLER_RANKS) if is_initialized() else 1
 
 
 def rank() -> int:
@@ -61,6 +74,35 @@ def rank() -> int:
 
 def is_main() -> bool:
     return rank() == 0
+
+
+def is_sampler_rank() -> bool:
+    return rank() in _SAMPLER_RANKS
+
+
+def sampler_ranks() -> tuple[int, ...]:
+    return _SAMPLER_RANKS
+
+
+def split_sampler_ranks(count: int) -> None:
+    """The last ``count`` ranks become sampler ranks, the others trainer ranks (every rank calls
+    this, once, right after :func:`init`: creating process groups is a collective)."""
+    global _TRAINERS, _SAMPLER_RANKS, _PIPE, _PIPE_BATCHES
+    if not count or not is_initialized():
+        return
+    world = dist.get_world_size()
+    if count >= world:
+        raise ValueError(f"trainer.sampler_ranks={count} leaves no trainer rank in a world of {world} ranks")
+    samplers = list(range(world - count, world))
+    _TRAINERS = dist.new_group(list(range(world - count)))
+    _PIPE = dist.new_group([0, *samplers])
+    _PIPE_BATCHES = dist.new_group([0, *samplers], backend="gloo")
+    _SAMPLER_RANKS = tuple(samplers)
+
+
+def pipe_groups():
+    """(requests and weights group, batches group): trainer rank 0 and the sampler ranks."""
+    return _PIPE, _PIPE_BATCHES
 
 
 def local_rank() -> int:
@@ -107,7 +149,7 @@ def sum_across_ranks(value: torch.Tensor) -> torch.Tensor:
     if not is_initialized():
         return value
     buffer = value.detach().to(_comm_device(), torch.float64 if not value.is_floating_point() else value.dtype).clone()
-    dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+    dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=_TRAINERS)
     return buffer.to(value.device, value.dtype)
 
 
@@ -119,7 +161,7 @@ def all_reduce_gradients(model: torch.nn.Module) -> None:
     if not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads]).to(_comm_device())
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=_TRAINERS)
     offset = 0
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g).to(g.device))
@@ -132,13 +174,13 @@ def broadcast_parameters(model: torch.nn.Module) -> None:
         return
     for tensor in list(model.parameters()) + list(model.buffers()):
         buffer = tensor.data.to(_comm_device())
-        dist.broadcast(buffer, src=0)
+        dist.broadcast(buffer, src=0, group=_TRAINERS)
         tensor.data.copy_(buffer.to(tensor.device))
 
 
 def barrier() -> None:
     if is_initialized():
-        dist.barrier()
+        dist.barrier(group=_TRAINERS)
 
 
 def destroy() -> None:
@@ -154,7 +196,8 @@ def mean_metrics(metrics: dict) -> dict:
     if not is_initialized() or world_size() == 1:
         return metrics
     gathered: list = [None] * world_size()
-    dist.all_gather_object(gathered, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    dist.all_gather_object(gathered, {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                           group=_TRAINERS)
     out = dict(metrics)
     for key in {k for g in gathered for k in g}:
         values = [g[key] for g in gathered if key in g]
@@ -257,7 +300,7 @@ def max_across_ranks(value: int) -> int:
     if not is_initialized():
         return value
     buffer = torch.tensor([value], dtype=torch.int64, device=_comm_device())
-    dist.all_reduce(buffer, op=dist.ReduceOp.MAX)
+    dist.all_reduce(buffer, op=dist.ReduceOp.MAX, group=_TRAINERS)
     return int(buffer.item())
 
 
@@ -333,7 +376,7 @@ def gather_objects(value) -> list:
     if not is_initialized() or world_size() == 1:
         return [value]
     gathered: list = [None] * world_size()
-    dist.all_gather_object(gathered, value)
+    dist.all_gather_object(gathered, value, group=_TRAINERS)
     return gathered
 
 
@@ -342,5 +385,5 @@ def broadcast_object(value):
     if not is_initialized() or world_size() == 1:
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=_TRAINERS)
     return box[0]

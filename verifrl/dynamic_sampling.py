@@ -109,11 +109,9 @@ def take_groups(batch: RolloutBatch, scored: ScoredBatch, rewards: torch.Tensor,
     return out, picked, rewards[index]
 
 
-def concat_rounds(parts: list[tuple[RolloutBatch, ScoredBatch, torch.Tensor]], pad_id: int):
-    """Concatenate the (batch, scored, rewards) of several rounds; re-pads prompts and completions."""
-    batches, scoreds, rewards = zip(*parts)
-    sizes = [b.num_completions for b in batches]
-    batch = RolloutBatch(
+def concat_batches(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
+    """Rollout batches one after another, re-padded to the widest prompt and completion."""
+    return RolloutBatch(
         _pad_cat([b.prompt_ids for b in batches], pad_id, left=True),
         _pad_cat([b.prompt_mask for b in batches], 0, left=True),
         _pad_cat([b.completion_ids for b in batches], pad_id, left=False),
@@ -124,6 +122,13 @@ def concat_rounds(parts: list[tuple[RolloutBatch, ScoredBatch, torch.Tensor]], p
         [t for b in batches for t in b.texts], batches[0].group_size,
         *_tool_fields(batches, None, pad_id),
     )
+
+
+def concat_rounds(parts: list[tuple[RolloutBatch, ScoredBatch, torch.Tensor]], pad_id: int):
+    """Concatenate the (batch, scored, rewards) of several rounds; re-pads prompts and completions."""
+    batches, scoreds, rewards = zip(*parts)
+    sizes = [b.num_completions for b in batches]
+    batch = concat_batches(batches, pad_id)
     metrics: dict[str, float] = {}
     for s, n in zip(scoreds, sizes):  # verifier rates, weighted by each round's size
         for key, value in s.metrics.items():

@@ -88,7 +88,7 @@ def reserve_sampler_cores(cfg, device: torch.device) -> int:
     Returns the trainer's thread count to restore once the pipeline is closed.
     """
     threads = torch.get_num_threads()
-    if cfg.trainer.off_policy_steps and device.type == "cpu":
+    if cfg.trainer.off_policy_steps and not cfg.trainer.sampler_ranks and device.type == "cpu":
         torch.set_num_threads(split_threads(cfg.trainer.sampler_threads, cfg.trainer.threads)[1])
     return threads
 
@@ -142,22 +142,7 @@ class OffPolicySampler:
         self.start_version, self.prompt_for, self.draw_rows = start_version, prompt_for, draw_rows
         self.num_prompts = cfg.rollout.num_prompts
         self.batches: dict[int, SampledBatch] = {}
-        state = _state_dict(policy)
-        self.slots = [{k: v.detach().cpu().clone().share_memory_() for k, v in state.items()}
-                      for _ in range(self.ahead + 1)]
-        generate_kwargs = dict(group_size=cfg.rollout.group_size, max_new_tokens=cfg.rollout.max_new_tokens,
-                               temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                               chunk_size=cfg.rollout.chunk_size, engine=cfg.rollout.engine,
-                               stop_check_every=cfg.rollout.stop_check_every)
-        threads = split_threads(cfg.trainer.sampler_threads, cfg.trainer.threads)[0]
-        context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools and locks
-        self.requests, self.results = context.Queue(), context.Queue()
-        self.process = context.Process(target=_sampler_main, name="verifrl-sampler", daemon=True,
-                                       args=(cfg.model, generate_kwargs, self.slots, self.requests, self.results,
-                                             threads, os.getpid()))
-        with _main_module_hidden():
-            self.process.start()
-        log(f"off-policy: sampler process {self.process.pid} ({threads} threads), {self.ahead} step(s) ahead")
+        self._start(cfg, policy, log)
         self.publish(policy, start_version)
         for entry in pending or []:
             batch = None if entry["batch"] is None else _batch_from_state(entry["batch"], pending_tensors or {})
@@ -169,6 +154,20 @@ class OffPolicySampler:
         for index in range(start_version, min(self.steps, start_version + self.ahead + 1)):
             if index not in self.batches:
                 self._send(index, self.draw_rows(self.num_prompts), start_version)
+
+    def _start(self, cfg, policy, log) -> None:
+        """Start the sampler process with N+1 shared-memory weight slots."""
+        self.slots = [{k: v.detach().cpu().clone().share_memory_() for k, v in _state_dict(policy).items()}
+                      for _ in range(self.ahead + 1)]
+        threads = split_threads(cfg.trainer.sampler_threads, cfg.trainer.threads)[0]
+        context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools and locks
+        self.requests, self.results = context.Queue(), context.Queue()
+        self.process = context.Process(target=_sampler_main, name="verifrl-sampler", daemon=True,
+                                       args=(cfg.model, sampling_kwargs(cfg), self.slots, self.requests, self.results,
+                                             threads, os.getpid()))
+        with _main_module_hidden():
+            self.process.start()
+        log(f"off-policy: sampler process {self.process.pid} ({threads} threads), {self.ahead} step(s) ahead")
 
     def version_for(self, index: int) -> int:
         return max(self.start_version, index - self.ahead)
@@ -182,8 +181,20 @@ class OffPolicySampler:
     def _send(self, index: int, rows: list[dict], version: int) -> None:
         check_rows_storable(rows)
         self.batches[index] = SampledBatch(index, version, rows, None)
-        prompts = [self.prompt_for(row) for row in rows]
-        self.requests.put(("sample", index, version, prompts, batch_seed(self.seed, index)))
+        self._request(index, version, [self.prompt_for(row) for row in rows], batch_seed(self.seed, index))
+
+    def _request(self, index: int, version: int, prompts: list[str], seed: int) -> None:
+        self.requests.put(("sample", index, version, prompts, seed))
+
+    def _receive(self) -> tuple[str, int, int, object, float] | None:
+        """The sampler's next message ``(kind, index, version, batch or traceback, seconds)``;
+        None when nothing came within the poll interval."""
+        try:
+            return self.results.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            if not self.process.is_alive():
+                raise SamplerProcessError(f"the sampler process died (exit code {self.process.exitcode})")
+            return None
 
     def after_update(self, policy, step: int) -> None:
         """Update ``step`` is done: publish version step+1 and ask for batch step+1+N."""
@@ -229,12 +240,10 @@ class OffPolicySampler:
 
     def _wait_for(self, index: int) -> None:
         while self.batches[index].batch is None:
-            try:
-                kind, got, version, payload, seconds = self.results.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                if not self.process.is_alive():
-                    raise SamplerProcessError(f"the sampler process died (exit code {self.process.exitcode})")
+            message = self._receive()
+            if message is None:
                 continue
+            kind, got, version, payload, seconds = message
             if kind == "error":
                 raise SamplerProcessError(f"the sampler process failed:\n{payload}")
             entry = self.batches[got]
@@ -272,6 +281,13 @@ class OffPolicySampler:
         for q in (self.requests, self.results):
             q.cancel_join_thread()
             q.close()
+
+
+def sampling_kwargs(cfg) -> dict:
+    """``verifrl.rollout.generate`` keyword arguments of the training rollouts (a sampler's own copy)."""
+    return dict(group_size=cfg.rollout.group_size, max_new_tokens=cfg.rollout.max_new_tokens,
+                temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
+                chunk_size=cfg.rollout.chunk_size, engine=cfg.rollout.engine, stop_check_every=cfg.rollout.stop_check_every)
 
 
 def check_rows_storable(rows: list[dict]) -> None:

@@ -33,6 +33,7 @@ from verifrl.prompts import prepare_task, prompt_for
 from verifrl.rewards import kl_penalized_sequence_rewards
 from verifrl.rundir import claim_run_dir, truncate_step_logs
 from verifrl.sampler_process import OffPolicySampler, SampledBatch, reserve_sampler_cores, rows_sampled_ahead
+from verifrl.sampler_ranks import RankSampler, serve_sampler_rank
 from verifrl.scoring import build_verifiers, rate_warnings, step_metrics
 from verifrl.segments import drop_observation_steps, step_ends_for, until_first_error
 from verifrl.tool_session import ToolSet, tool_metrics
@@ -264,6 +265,9 @@ def train(cfg: Config, recipe_name: str = "run", resume: bool = False, run_dir: 
     """
     wall_start = time.time()
     distributed.init()  # torchrun: join the process group (no-op in one process)
+    distributed.split_sampler_ranks(cfg.trainer.sampler_ranks)  # off-policy: the last ranks only sample
+    if distributed.is_sampler_rank():
+        return serve_sampler_rank(cfg, log)
     run_dir = Path(run_dir) if run_dir else make_run_dir(cfg, recipe_name)
     with claim_run_dir(run_dir, resume=resume, overwrite=overwrite, log=log) if distributed.is_main() else nullcontext():
         return _train(cfg, recipe_name, resume, run_dir, log, wall_start, on_step)
@@ -344,10 +348,10 @@ def _train(cfg: Config, recipe_name: str, resume: bool, run_dir: Path, log, wall
     try:
         if cfg.trainer.off_policy_steps and start_step < cfg.trainer.steps:
             # started before the first evaluation, so the first batches are sampled while it runs
-            pipeline = OffPolicySampler(cfg, policy, tokenizer, lambda row: prompt_for(cfg, row, tokenizer),
-                                        task.sampler.next_rows, start_version=start_step,
-                                        pending=trainer_state.get("pipeline"), pending_tensors=pending_tensors,
-                                        log=log)
+            sampler_class = RankSampler if cfg.trainer.sampler_ranks else OffPolicySampler
+            pipeline = sampler_class(cfg, policy, tokenizer, lambda row: prompt_for(cfg, row, tokenizer),
+                                     task.sampler.next_rows, start_version=start_step,
+                                     pending=trainer_state.get("pipeline"), pending_tensors=pending_tensors, log=log)
         eval_before = trainer_state.get("eval_before")
         if eval_before is None and cfg.eval.before:
             eval_before = evaluate(policy, tokenizer, task.test_prompts, task.test_rows, verifiers, **eval_kwargs)
