@@ -87,3 +87,23 @@ def test_two_trainer_ranks_and_one_sampler_rank_train_and_resume(tmp_path):
     final = _weights(run)
     assert any(not torch.equal(start[k], final[k]) for k in final)  # step 3 trained
     assert not list(tmp_path.glob("verifrl-rank*"))
+
+
+@pytest.mark.parametrize("world, overrides, message", [
+    ("1", ["trainer.sampler_ranks=1"], "trainer.sampler_ranks > 0 splits torchrun's ranks into samplers and trainers: "
+     "it needs trainer.off_policy_steps > 0"),
+    ("2", ["trainer.off_policy_steps=1"], "trainer.off_policy_steps > 0 under torchrun samples on ranks of its own: "
+     "set trainer.sampler_ranks"),
+    ("2", ["trainer.off_policy_steps=1", "trainer.sampler_ranks=2"], "trainer.sampler_ranks=2 needs torchrun with "
+     "more ranks than that (WORLD_SIZE=2)"),
+    ("3", ["trainer.off_policy_steps=1", "trainer.sampler_ranks=1", "trainer.parallel=fsdp"],
+     "trainer.sampler_ranks works with trainer.parallel=ddp"),
+])
+def test_impossible_rank_splits_fail_at_load(monkeypatch, world, overrides, message):
+    from verifrl.config import ConfigError
+    from verifrl.config_loading import load_config
+
+    monkeypatch.setenv("WORLD_SIZE", world)
+    with pytest.raises(ConfigError) as error:
+        load_config("recipes/tiny-arith.yaml", overrides)
+    assert str(error.value).startswith(message)
