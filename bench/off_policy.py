@@ -36,12 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def run(steps: int, seed: int, ahead: int, device: str, scratch: Path, extra: list[str]) -> dict:
+def run(steps: int, seed: int, ahead: int, device: str, scratch: Path, extra: list[str],
+        recipe: str = "recipes/tiny-arith.yaml") -> dict:
     from verifrl.config_loading import load_config
     from verifrl.trainer import train
 
     name = f"seed{seed}-ahead{ahead}"
-    cfg = load_config(ROOT / "recipes" / "tiny-arith.yaml", [
+    cfg = load_config(ROOT / recipe, [
         f"trainer.steps={steps}", f"trainer.seed={seed}", f"trainer.off_policy_steps={ahead}",
         f"model.device={device}", "eval.before=false", "checkpoint.every_steps=0",
         "checkpoint.save_final_model=false", "logging.wandb=disabled", "logging.progress=false",
@@ -59,18 +60,22 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--ahead", type=int, default=1, help="trainer.off_policy_steps of the off-policy runs")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--recipe", default="recipes/tiny-arith.yaml",
+                        help="another recipe, e.g. recipes/tiny-arith-long.yaml (longer completions: generation "
+                             "weighs as much as the update)")
     parser.add_argument("overrides", nargs="*", help="more section.key=value overrides for both runs")
     args = parser.parse_args()
     sync, ahead = [], []
     with tempfile.TemporaryDirectory(prefix="verifrl-off-policy-") as scratch:
         for seed in args.seeds:
-            sync.append(run(args.steps, seed, 0, args.device, Path(scratch), args.overrides))
-            ahead.append(run(args.steps, seed, args.ahead, args.device, Path(scratch), args.overrides))
+            sync.append(run(args.steps, seed, 0, args.device, Path(scratch), args.overrides, args.recipe))
+            ahead.append(run(args.steps, seed, args.ahead, args.device, Path(scratch), args.overrides, args.recipe))
             print(f"seed {seed}: sync {sync[-1]}  off-policy {ahead[-1]}", flush=True)
     accuracy_sync = statistics.mean(r["accuracy"] for r in sync)
     accuracy_async = statistics.mean(r["accuracy"] for r in ahead)
     print(json.dumps({
-        "steps": args.steps, "seeds": args.seeds, "off_policy_steps": args.ahead, "device": args.device,
+        "recipe": args.recipe, "steps": args.steps, "seeds": args.seeds, "off_policy_steps": args.ahead,
+        "device": args.device,
         "speedup": round(sum(r["train_seconds"] for r in sync) / sum(r["train_seconds"] for r in ahead), 3),
         "speedup_steady": round(statistics.median(r["median_step_seconds"] for r in sync)
                                 / statistics.median(r["median_step_seconds"] for r in ahead), 3),
