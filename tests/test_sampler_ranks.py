@@ -89,6 +89,16 @@ def test_two_trainer_ranks_and_one_sampler_rank_train_and_resume(tmp_path):
     assert not list(tmp_path.glob("verifrl-rank*"))
 
 
+def test_two_sampler_ranks_share_the_prompts_of_one_trainer(tmp_path):
+    run = tmp_path / "run"
+    log = _run(_args(run, 3, "trainer.sampler_ranks=2"), tmp_path, nproc=3)
+    # 3 batches of 4 prompts: each sampler sampled its 2 prompts of every batch
+    assert "sampler rank 1: sampled 3 batch parts" in log and "sampler rank 2: sampled 3 batch parts" in log
+    steps = _train_steps(run)
+    assert [r["step"] for r in steps] == [0, 1, 2]
+    assert [r["offpolicy/staleness_max"] for r in steps] == [0.0, 1.0, 1.0]
+
+
 @pytest.mark.parametrize("world, overrides, message", [
     ("1", ["trainer.sampler_ranks=1"], "trainer.sampler_ranks > 0 splits torchrun's ranks into samplers and trainers: "
      "it needs trainer.off_policy_steps > 0"),
@@ -98,6 +108,8 @@ def test_two_trainer_ranks_and_one_sampler_rank_train_and_resume(tmp_path):
      "more ranks than that (WORLD_SIZE=2)"),
     ("3", ["trainer.off_policy_steps=1", "trainer.sampler_ranks=1", "trainer.parallel=fsdp"],
      "trainer.sampler_ranks works with trainer.parallel=ddp"),
+    ("4", ["trainer.off_policy_steps=1", "trainer.sampler_ranks=2", "rollout.num_prompts=3"],
+     "rollout.num_prompts=3 must be divisible by the 2 trainer ranks and at least the 2 sampler ranks"),
 ])
 def test_impossible_rank_splits_fail_at_load(monkeypatch, world, overrides, message):
     from verifrl.config import ConfigError
@@ -107,3 +119,33 @@ def test_impossible_rank_splits_fail_at_load(monkeypatch, world, overrides, mess
     with pytest.raises(ConfigError) as error:
         load_config("recipes/tiny-arith.yaml", overrides)
     assert str(error.value).startswith(message)
+
+
+def _part(prompt_numbers: list[int], width: int, group_size: int = 2):
+    """A sampler's part: each prompt's id is its number; completion g of prompt n is [n*10+g]*width."""
+    from verifrl.rollout import RolloutBatch
+
+    rows = [n for n in prompt_numbers for _ in range(group_size)]
+    completions = torch.tensor([[n * 10 + g] * width for n in prompt_numbers for g in range(group_size)])
+    ones = torch.ones_like(completions)
+    return RolloutBatch(torch.tensor(rows)[:, None], torch.ones(len(rows), 1, dtype=torch.long), completions, ones,
+                        -ones.float(), torch.full((len(rows),), width), torch.zeros(len(rows), dtype=torch.bool),
+                        [f"{n}" for n in rows], group_size)
+
+
+def test_merge_parts_keeps_every_prompt_row_with_its_own_completions():
+    from verifrl.sampler_ranks import merge_parts
+
+    rows = [{"n": n} for n in range(5)]
+    # 2 samplers: sampler 0 sampled prompts 0, 2, 4 (completions 3 wide), sampler 1 prompts 1, 3 (2 wide)
+    merged_rows, batch = merge_parts(rows, [_part([0, 2, 4], width=3), _part([1, 3], width=2)], pad_id=99)
+    assert [r["n"] for r in merged_rows] == [0, 2, 4, 1, 3]
+    for p, row in enumerate(merged_rows):  # prompt p of the merged batch is the row in position p
+        for g in range(2):
+            i = p * 2 + g
+            assert int(batch.prompt_ids[i, 0]) == row["n"] and batch.texts[i] == str(row["n"])
+            assert int(batch.completion_ids[i, 0]) == row["n"] * 10 + g
+    assert batch.completion_ids.shape == (10, 3)
+    assert batch.completion_ids[6:, 2].tolist() == [99] * 4 and batch.completion_mask[6:, 2].tolist() == [0] * 4
+    one_rows, one = merge_parts(rows, [_part([0, 1, 2, 3, 4], width=2)], pad_id=99)
+    assert one_rows == rows and one.completion_ids.shape == (10, 2)

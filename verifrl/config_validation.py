@@ -196,6 +196,11 @@ def _check_off_policy(cfg: Config) -> None:
     if cfg.trainer.sampler_ranks and world <= cfg.trainer.sampler_ranks:
         raise ConfigError(f"trainer.sampler_ranks={cfg.trainer.sampler_ranks} needs torchrun with more ranks than "
                           f"that (WORLD_SIZE={world}): the first ranks train, the last sample")
+    if cfg.trainer.sampler_ranks and (cfg.rollout.num_prompts % (world - cfg.trainer.sampler_ranks)
+                                      or cfg.rollout.num_prompts < cfg.trainer.sampler_ranks):
+        raise ConfigError(f"rollout.num_prompts={cfg.rollout.num_prompts} must be divisible by the "
+                          f"{world - cfg.trainer.sampler_ranks} trainer ranks and at least the "
+                          f"{cfg.trainer.sampler_ranks} sampler ranks (each samples a share of the prompts)")
     if cfg.trainer.sampler_ranks and cfg.trainer.parallel == "fsdp":
         raise ConfigError("trainer.sampler_ranks works with trainer.parallel=ddp (the samplers hold whole copies; "
                           "fsdp's mesh would span them)")

@@ -33,6 +33,8 @@ import torch
 import torch.distributed as dist
 
 from verifrl import distributed
+from verifrl.dynamic_sampling import concat_batches
+from verifrl.rollout import RolloutBatch
 from verifrl.sampler_process import (OffPolicySampler, SampledBatch, _batch_from_state, _batch_to_state,
                                      _select_rows, sampling_kwargs)
 
@@ -61,6 +63,18 @@ def _to_bytes(value) -> torch.Tensor:
 def _from_bytes(data: torch.Tensor):
     # tensors, strings, numbers, lists and dicts only: nothing a sampler sends is unpickled as code
     return torch.load(io.BytesIO(data.numpy().tobytes()), weights_only=True)
+
+
+def merge_parts(rows: list[dict], parts: list[RolloutBatch], pad_id: int) -> tuple[list[dict], RolloutBatch]:
+    """K samplers' parts of one batch -> (its prompt rows in the merged order, the merged batch).
+
+    Sampler j sampled prompts ``j::K``; the parts are concatenated sampler after sampler, so row
+    ``p`` of the result is prompt ``rows[j::K][i]`` for the p-th (j, i) in that order.
+    """
+    count = len(parts)
+    if count == 1:
+        return rows, parts[0]
+    return [row for j in range(count) for row in rows[j::count]], concat_batches(parts, pad_id)
 
 
 def serve_sampler_rank(cfg, log=print) -> dict:
@@ -138,10 +152,7 @@ class RankSampler(OffPolicySampler):
             self.sent_version = version
 
     def _receive(self) -> tuple[str, int, int, object, float]:
-        """The next batch, its parts received from every sampler and merged (the entry's rows
-        reordered to the merged order: sampler j's prompts j::K, one sampler after another)."""
-        from verifrl.dynamic_sampling import concat_batches  # noqa: PLC0415
-
+        """The next batch, its parts received from every sampler and merged (:func:`merge_parts`)."""
         group = distributed.pipe_groups()[1]
         parts = []
         for rank in self.samplers:
@@ -151,10 +162,9 @@ class RankSampler(OffPolicySampler):
             dist.recv(data, src=rank, group=group)
             parts.append(_from_bytes(data))
         index, version = parts[0]["index"], parts[0]["version"]
-        batches = [_batch_from_state(part["state"], part["tensors"]) for part in parts]
-        entry, count = self.batches[index], len(self.samplers)
-        entry.rows = [row for j in range(count) for row in entry.rows[j::count]]
-        batch = batches[0] if count == 1 else concat_batches(batches, self.pad_id)
+        entry = self.batches[index]
+        entry.rows, batch = merge_parts(entry.rows, [_batch_from_state(p["state"], p["tensors"]) for p in parts],
+                                        self.pad_id)
         return "batch", index, version, batch, max(part["seconds"] for part in parts)
 
     def next_batch(self, step: int) -> tuple[SampledBatch | None, dict[str, float]]:
